@@ -1,0 +1,1 @@
+"""reefd.interference: the learned interference model (arrives with its issue)."""

@@ -1,0 +1,1 @@
+"""reefd.profiler: `reef-profile` and the SQLite profile store (issue 7)."""

@@ -1,0 +1,82 @@
+"""The Device interface every backend implements, and the launch record.
+
+Compiling never needs a device; loading and launching always do. A device keeps
+one host queue per stream, runs launches asynchronously, and reports Completions
+through `poll()`, calling the waker it was given whenever new ones are ready.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reefd.graph import KernelGraph
+from reefd.scheduler.plan import Completion, Form, Stream
+
+
+@dataclass(frozen=True)
+class DeviceLaunch:
+    task_id: int
+    call_index: int
+    stream: Stream
+    form: Form
+    model: Any
+    memory: Any
+
+
+class Device(ABC):
+    name: str = "device"
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line: what this device is (name, versions, threads)."""
+
+    @abstractmethod
+    def start(self, waker: Callable[[], None]) -> None:
+        """Acquire the device; `waker()` is called whenever completions are ready."""
+
+    @abstractmethod
+    def load(self, graph: KernelGraph, weights: Mapping[str, Any]) -> Any:
+        """Copy a validated graph's weights to the device; returns a model handle.
+
+        `weights` maps weight buffer names to bytes-like objects of exact size.
+        """
+
+    @abstractmethod
+    def unload(self, model: Any) -> None: ...
+
+    @abstractmethod
+    def alloc(self, model: Any, inputs: list[Any]) -> Any:
+        """Allocate one task's buffers and copy its inputs (graph input order)."""
+
+    @abstractmethod
+    def outputs(self, memory: Any) -> list[Any]:
+        """The task's outputs in graph output order, as buffer-protocol objects."""
+
+    @abstractmethod
+    def free(self, memory: Any) -> None: ...
+
+    @abstractmethod
+    def launch(self, launch: DeviceLaunch) -> None:
+        """Append a launch to its stream's host queue."""
+
+    @abstractmethod
+    def drop_queued(self, stream: Stream) -> list[DeviceLaunch]:
+        """Remove every launch still waiting in `stream`'s host queue (newest last)."""
+
+    @abstractmethod
+    def set_preempt(self, flag: bool) -> None:
+        """Raise or lower the preempt flag read by running preemptible kernels."""
+
+    @abstractmethod
+    def poll(self) -> list[Completion]:
+        """Completions since the last poll, in completion order."""
+
+    @abstractmethod
+    def busy(self) -> bool:
+        """Whether any launch is queued or running."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,61 @@
+"""Plan and Completion: what the scheduler tells the executor, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Stream(StrEnum):
+    """Device queues. RT has priority over BE on the device."""
+
+    RT = "rt"
+    BE = "be"
+
+
+class Form(StrEnum):
+    """Which generated entry point runs a call (see the kernel library)."""
+
+    PLAIN = "plain"
+    PREEMPTIBLE = "preemptible"
+    PADDED = "padded"
+
+
+@dataclass(frozen=True)
+class Launch:
+    task_id: int
+    call_index: int
+    stream: Stream
+    form: Form = Form.PLAIN
+
+
+@dataclass
+class Plan:
+    """One scheduling step.
+
+    `reset_be`: before the launches, drop every BE launch still queued on the
+    device (they come back as DROPPED completions) and raise the preempt flag so
+    running preemptible BE kernels stop at their next virtual block.
+    """
+
+    launches: list[Launch] = field(default_factory=list)
+    reset_be: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.launches) or self.reset_be
+
+
+class CompletionStatus(StrEnum):
+    OK = "ok"
+    DROPPED = "dropped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Completion:
+    task_id: int
+    call_index: int
+    status: CompletionStatus
+    start_us: int = 0
+    end_us: int = 0
+    error: str = ""

@@ -1,0 +1,52 @@
+"""ReefPolicy ("reef"): RT first with kernel-boundary preemption of BE work.
+
+While RT work is live: reset BE once per RT busy period (drop queued BE launches,
+raise the preempt flag), run RT tasks earliest deadline first, one task at a
+time, and issue no BE work (padding comes later). With no RT work: fill the BE
+in-flight cap with preemptible launches, most progressed BE task first. Pure
+decision code: must not import clocks, sockets, threads or devices.
+"""
+
+from __future__ import annotations
+
+from reefd.scheduler.plan import Form, Launch, Plan, Stream
+from reefd.scheduler.policy import Policy, next_launches
+from reefd.scheduler.state import SchedulerState
+
+
+class ReefPolicy(Policy):
+    name = "reef"
+    caps_be_inflight = True
+
+    def __init__(self) -> None:
+        self._reset_this_busy_period = False
+
+    def plan(self, state: SchedulerState, now_us: int) -> Plan:
+        if state.rt_active():
+            return self._plan_rt(state)
+        self._reset_this_busy_period = False
+        return Plan(launches=self._plan_be(state))
+
+    def _plan_rt(self, state: SchedulerState) -> Plan:
+        reset = False
+        if not self._reset_this_busy_period and state.inflight(Stream.BE) > 0:
+            reset = self._reset_this_busy_period = True
+        task = state.next_rt()
+        launches: list[Launch] = []
+        # EDF holds at task boundaries: start a task only once no other RT task
+        # has kernels on the device.
+        others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
+        if task is not None and others_inflight == 0 and state.can_issue(task):
+            launches = next_launches(task, task.remaining_calls, Stream.RT, Form.PLAIN)
+        return Plan(launches=launches, reset_be=reset)
+
+    def _plan_be(self, state: SchedulerState) -> list[Launch]:
+        room = state.be_inflight_cap - state.inflight(Stream.BE)
+        launches: list[Launch] = []
+        for task in state.be_candidates():
+            if room <= 0:
+                break
+            batch = next_launches(task, room, Stream.BE, Form.PREEMPTIBLE)
+            launches += batch
+            room -= len(batch)
+        return launches
