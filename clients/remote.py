@@ -6,6 +6,9 @@ inputs, one tensor out (or a tuple when the module returns several).
 
 from __future__ import annotations
 
+import atexit
+import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -14,7 +17,38 @@ import torch
 
 from reefd.clients.client import Client
 from reefd.clients.lower import Lowered, lower
-from reefd.errors import RequestError
+from reefd.errors import RequestError, UnsupportedOp
+
+
+class LocalModel:
+    """What compile(fallback=True) returns when the model cannot be lowered."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, *inputs: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return self.model(*inputs)
+
+    def close(self) -> None:
+        pass
+
+
+_SHARED: dict[str, Client] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_client(socket: str | None = None) -> Client:
+    """One Client per daemon address for the whole process (closed at exit)."""
+    from reefd.clients.client import resolve_socket
+
+    path = resolve_socket(socket)
+    with _SHARED_LOCK:
+        client = _SHARED.get(path)
+        if client is None:
+            client = _SHARED[path] = Client(path)
+            atexit.register(client.close)
+        return client
 
 
 class RemoteModel:
@@ -76,15 +110,23 @@ def compile(
     client: Client | None = None,
     socket: str | None = None,
     name: str | None = None,
-) -> RemoteModel:
+    fallback: bool = False,
+) -> RemoteModel | LocalModel:
     """Lower `model` with torch.export, register it, and return a callable for it.
 
     `priority` is "rt" (latency-critical, ordered by deadline = arrival + slo_ms)
-    or "be" (best effort). Ops the kernel catalog lacks raise UnsupportedOp.
+    or "be" (best effort). Ops the kernel catalog lacks raise UnsupportedOp, or
+    with `fallback=True` the model runs locally after one warning.
     """
     if priority not in ("rt", "be"):
         raise ValueError(f"priority must be 'rt' or 'be', got {priority!r}")
-    lowered = lower(model, tuple(example_inputs), name=name)
+    try:
+        lowered = lower(model, tuple(example_inputs), name=name)
+    except UnsupportedOp as exc:
+        if not fallback:
+            raise
+        warnings.warn(f"reef: {type(model).__name__} runs locally: {exc}", stacklevel=2)
+        return LocalModel(model)
     with torch.no_grad():
         eager = model.eval()(*example_inputs)
     single = isinstance(eager, torch.Tensor)

@@ -64,6 +64,8 @@ class Param:
     required: bool = True
     default: Any = None
     choices: tuple[str, ...] = ()
+    size: int = 2
+    """Length of an `ints` param (each element is one int field in the C args)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,16 @@ class KernelSpec:
     elems_per_virtual_block: int = 1024
     inplace_ok: bool = False
     forms: tuple[str, ...] = field(default=("plain", "preemptible", "padded"))
+    source: str = ""
+    """File in kernels/src holding the CUDA body ('' = no CUDA body yet)."""
+    variant: Callable[[Params], str] | None = None
+    """The body to run for these params, e.g. "linear_body<64, 64, 16>" (a tile
+    configuration chosen per shape); None means f"{name}_body"."""
+    vb_count: Callable[[Params], int] | None = None
+    """Virtual blocks the body expects for these params; None means one per
+    `elems_per_virtual_block` output elements."""
+    smem_bytes: Callable[[Params], int] | None = None
+    """Dynamic shared memory the body needs for these params; None means 0."""
 
     def operand(self, name: str) -> Operand:
         for op in self.operands:
@@ -123,8 +135,16 @@ class KernelSpec:
     def bytes_moved(self, params: Params, dtypes: Mapping[str, str]) -> int:
         return sum(self.extents_bytes(params, dtypes).values())
 
+    def body(self, params: Params) -> str:
+        return self.variant(params) if self.variant else f"{self.name}_body"
+
+    def dynamic_smem_bytes(self, params: Params) -> int:
+        return self.smem_bytes(params) if self.smem_bytes else 0
+
     def virtual_blocks(self, params: Params) -> int:
-        """Virtual blocks of the output: one per `elems_per_virtual_block` outputs."""
+        """How many virtual blocks a call has (what `body(vb)` is run for)."""
+        if self.vb_count is not None:
+            return self.vb_count(params)
         shapes = self.shapes(params)
         outs = [math.prod(shapes[o.name]) for o in self.operands if o.access == "write"]
         return max(1, math.ceil(sum(outs) / self.elems_per_virtual_block))

@@ -42,6 +42,25 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--slo-ms", type=float, default=15.0, help="RT SLO in ms")
     demo.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
+    run = sub.add_parser(
+        "run",
+        help="run an unmodified Python program with its models served by reefd",
+        description=(
+            "Runs COMMAND with a hook that sends every top-level torch module call "
+            "made in eval mode under no_grad/inference_mode to the daemon (lowered "
+            "once per module and input shapes). Models with ops the kernel catalog "
+            "lacks run locally after one warning. Example: "
+            "reef run --rt --slo-ms 20 -- python app.py"
+        ),
+    )
+    prio = run.add_mutually_exclusive_group(required=True)
+    prio.add_argument("--rt", action="store_true", help="real-time (latency-critical)")
+    prio.add_argument("--be", action="store_true", help="best effort")
+    run.add_argument("--slo-ms", type=float, help="SLO of the program's RT models")
+    run.add_argument("--socket", help="daemon socket (default $REEFD_SOCKET)")
+    run.add_argument(
+        "argv", metavar="COMMAND", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]"
+    )
     return p
 
 
@@ -50,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             return status(args)
+        if args.command == "run":
+            from reefd.clients.run import run_command
+
+            return run_command(args)
         return demo(args)
     except ReefError as exc:
         print(f"reef: {exc}", file=sys.stderr)

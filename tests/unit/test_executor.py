@@ -1,0 +1,106 @@
+"""Executor bookkeeping with a hand-driven fake device (fakes live in tests only)."""
+
+from __future__ import annotations
+
+from reefd.backends.device import DeviceLaunch
+from reefd.executor import Executor
+from reefd.scheduler.plan import (
+    Completion,
+    CompletionStatus,
+    Form,
+    Launch,
+    Plan,
+    Stream,
+)
+
+
+class FakeDevice:
+    """Host queues per stream; the test decides what starts and what finishes."""
+
+    def __init__(self) -> None:
+        self.queues: dict[Stream, list[DeviceLaunch]] = {s: [] for s in Stream}
+        self.running: list[DeviceLaunch] = []
+        self.done: list[Completion] = []
+        self.preempt_history: list[bool] = []
+
+    def launch(self, launch: DeviceLaunch) -> None:
+        self.queues[launch.stream].append(launch)
+
+    def start_next(self, stream: Stream) -> DeviceLaunch:
+        launch = self.queues[stream].pop(0)
+        self.running.append(launch)
+        return launch
+
+    def finish(self, launch: DeviceLaunch, end_us: int) -> None:
+        self.running.remove(launch)
+        self.done.append(
+            Completion(
+                launch.task_id, launch.call_index, CompletionStatus.OK, 0, end_us
+            )
+        )
+
+    def drop_queued(self, stream: Stream) -> list[DeviceLaunch]:
+        dropped, self.queues[stream] = self.queues[stream], []
+        return dropped
+
+    def set_preempt(self, flag: bool) -> None:
+        self.preempt_history.append(flag)
+
+    def poll(self) -> list[Completion]:
+        done, self.done = self.done, []
+        return done
+
+
+def _executor(clock: list[int]) -> tuple[Executor, FakeDevice]:
+    device = FakeDevice()
+    ex = Executor(device, lambda: clock[0])  # type: ignore[arg-type]
+    ex.bind(1, "model-be", "mem-be")
+    ex.bind(2, "model-rt", "mem-rt")
+    return ex, device
+
+
+def test_reset_drops_queued_be_and_times_the_running_kernel():
+    clock = [1000]
+    ex, dev = _executor(clock)
+    be = [Launch(1, i, Stream.BE, Form.PREEMPTIBLE) for i in range(3)]
+    assert ex.run(Plan(be)) == []
+    assert ex.inflight(Stream.BE) == 3
+    running = dev.start_next(Stream.BE)
+    dropped = ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True))
+    assert [(c.task_id, c.call_index, c.status) for c in dropped] == [
+        (1, 1, CompletionStatus.DROPPED),
+        (1, 2, CompletionStatus.DROPPED),
+    ]
+    assert dev.preempt_history == [True]
+    assert ex.inflight(Stream.BE) == 1 and ex.inflight(Stream.RT) == 1
+    assert dev.queues[Stream.RT][0].memory == "mem-rt"
+    dev.finish(running, end_us=1350)
+    ex.poll()
+    assert ex.preemption_latencies_us == [350]
+    assert dev.preempt_history == [True, False]
+    assert ex.inflight(Stream.BE) == 0
+
+
+def test_reset_with_nothing_running_costs_nothing():
+    clock = [50]
+    ex, dev = _executor(clock)
+    ex.run(Plan([Launch(1, 0, Stream.BE)]))
+    dropped = ex.run(Plan([], reset_be=True))
+    assert len(dropped) == 1
+    assert ex.preemption_latencies_us == [0]
+    assert dev.preempt_history == [True, False]
+
+
+def test_rt_completions_do_not_end_a_preemption():
+    clock = [0]
+    ex, dev = _executor(clock)
+    ex.run(Plan([Launch(1, 0, Stream.BE)]))
+    be = dev.start_next(Stream.BE)
+    ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True))
+    rt = dev.start_next(Stream.RT)
+    dev.finish(rt, end_us=900)
+    ex.poll()
+    assert ex.preemption_latencies_us == []  # BE still running
+    dev.finish(be, end_us=400)
+    ex.poll()
+    assert ex.preemption_latencies_us == [400]
