@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	# The NVRTC wheels compile the kernel library without a GPU or driver.
+	$(PIP) install -q -e ".[dev,nvrtc]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) -m reefd.kernels check --arch sm_90
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

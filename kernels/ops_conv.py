@@ -1,17 +1,22 @@
 """Convolution kernels: `conv2d` (grouped, dilated, with a bias + relu epilogue).
 
-Owns the conv shape rule (torch's output-size formula, checked strictly) and the
-`pair` helper that checks two-int params, which the pooling kernels share.
-Imports torch, reefd.errors and this package's spec and catalog only.
+Owns the conv shape rule (torch's output-size formula, checked strictly), the
+choice of its CUDA body (kernels/src/conv2d.cu) per shape, and the `pair` helper
+that checks two-int params, which the pooling kernels share. Imports torch,
+reefd.errors and this package's spec, catalog and ops_linear (the GEMM tile
+chooser) only.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from reefd.errors import GraphError
 from reefd.kernels import catalog
+from reefd.kernels.ops_linear import GemmTile, gemm_smem_bytes, gemm_tile
 from reefd.kernels.spec import KernelSpec, Operand, Param, Params, Shape, positive
 
 ACTS = ("none", "relu")
@@ -89,6 +94,103 @@ def _conv2d_flops(p: Params) -> int:
     return 2 * macs + epilogue
 
 
+DIRECT_MAX_COUT_PER_GROUP = 16
+"""Grouped convs with fewer output channels per group run the direct body."""
+DIRECT_OUTPUTS_PER_VB = 256 * 16
+"""Outputs per virtual block of conv2d_direct_body (CONV_DIRECT_PER_THREAD)."""
+DIRECT_UNROLLED = (1, 3, 5, 7)
+"""Square kernel sizes the direct body is compiled for with fixed loop bounds."""
+
+
+CONV_TILES = (
+    GemmTile(128, 128, 8, 1.0),
+    GemmTile(128, 64, 8, 0.85),
+    GemmTile(64, 128, 8, 0.85),
+    GemmTile(64, 64, 8, 0.7),
+    GemmTile(64, 32, 8, 0.55),
+    GemmTile(32, 64, 8, 0.55),
+    GemmTile(32, 32, 16, 0.4),
+)
+"""conv2d_body tiles: (output channels, output pixels, k); the k depths keep
+every one spill-free with the gather's registers (see ops_linear.GEMM_TILES)."""
+
+
+def _is_direct(p: Params) -> bool:
+    return p["groups"] > 1 and p["c_out"] // p["groups"] < DIRECT_MAX_COUT_PER_GROUP
+
+
+def _conv_gemm_tile(p: Params) -> GemmTile:
+    oh, ow = _out_hw(p)
+    groups = p["groups"]
+    return gemm_tile(p["c_out"] // groups, p["n"] * oh * ow, groups, CONV_TILES)
+
+
+def _conv2d_variant(p: Params) -> str:
+    if _is_direct(p):
+        kh, kw = p["kh"], p["kw"]
+        if kh != kw or kh not in DIRECT_UNROLLED:
+            kh = kw = 0
+        return f"conv2d_direct_body<{kh}, {kw}>"
+    t = _conv_gemm_tile(p)
+    return f"conv2d_body<{t.bm}, {t.bn}, {t.bk}>"
+
+
+def _conv2d_vb_count(p: Params) -> int:
+    oh, ow = _out_hw(p)
+    if _is_direct(p):
+        return math.ceil(p["n"] * p["c_out"] * oh * ow / DIRECT_OUTPUTS_PER_VB)
+    t = _conv_gemm_tile(p)
+    return t.tiles(p["c_out"] // p["groups"], p["n"] * oh * ow) * p["groups"]
+
+
+def _conv2d_smem_bytes(p: Params) -> int:
+    if _is_direct(p):
+        return 0
+    t = _conv_gemm_tile(p)
+    return gemm_smem_bytes(t) + 2 * t.bk * 16  # + the double-buffered int4 table
+
+
+_RESNET = {"n": 8, "stride": (1, 1)}
+SAMPLE_PARAMS: list[dict] = [
+    # ResNet-50 stem: 7x7 stride 2 over 3 channels (k not a multiple of 4).
+    {
+        **_RESNET,
+        "c_in": 3,
+        "h": 224,
+        "w": 224,
+        "c_out": 64,
+        "kh": 7,
+        "kw": 7,
+        "stride": (2, 2),
+        "padding": (3, 3),
+        "act": "relu",
+    },
+    # ResNet-50 layer1 3x3 conv.
+    {
+        **_RESNET,
+        "c_in": 64,
+        "h": 56,
+        "w": 56,
+        "c_out": 64,
+        "kh": 3,
+        "kw": 3,
+        "padding": (1, 1),
+        "act": "relu",
+    },
+    # MobileNet-style depthwise 3x3.
+    {
+        **_RESNET,
+        "c_in": 96,
+        "h": 56,
+        "w": 56,
+        "c_out": 96,
+        "kh": 3,
+        "kw": 3,
+        "padding": (1, 1),
+        "groups": 96,
+    },
+]
+
 conv2d = catalog.register(
     KernelSpec(
         name="conv2d",
@@ -112,5 +214,9 @@ conv2d = catalog.register(
         flops=_conv2d_flops,
         cta_threads=256,
         elems_per_virtual_block=64 * 64,
+        source="conv2d.cu",
+        variant=_conv2d_variant,
+        vb_count=_conv2d_vb_count,
+        smem_bytes=_conv2d_smem_bytes,
     )
 )

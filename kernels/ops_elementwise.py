@@ -2,11 +2,13 @@
 
 Each views its operands as flat `[numel]` vectors, so one kernel serves any
 shape. `relu` and `add` may write over an input (their references compute into a
-temporary first). Imports torch and this package's spec and catalog only.
+temporary first). The CUDA bodies are in kernels/src/elementwise.cu: one virtual
+block per 1024 elements. Imports torch and this package's spec and catalog only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -32,6 +34,30 @@ def _flat(
 
 def _numel_flops(p: Params) -> int:
     return p["numel"]
+
+
+ELEMS_PER_VB = 1024
+"""Elements per virtual block of every elementwise body (EW_PER_VB)."""
+
+
+def _flat_vb_count(p: Params) -> int:
+    return math.ceil(p["numel"] / ELEMS_PER_VB)
+
+
+def _body(name: str) -> Callable[[Params], str]:
+    return lambda p: f"{name}_body"
+
+
+def _no_smem(p: Params) -> int:
+    return 0
+
+
+SAMPLE_PARAMS: list[dict] = [
+    # ResNet-50 layer1 activation at batch 8: 8 x 256 x 56 x 56.
+    {"numel": 8 * 256 * 56 * 56},
+    # An odd size: a partial last block and the scalar tail.
+    {"numel": 1000 * 1000 + 3},
+]
 
 
 def _relu_reference(t: dict[str, torch.Tensor], p: Params) -> None:
@@ -63,6 +89,12 @@ relu = catalog.register(
         reference=_relu_reference,
         flops=_numel_flops,
         inplace_ok=True,
+        elems_per_virtual_block=ELEMS_PER_VB,
+        cta_threads=256,
+        source="elementwise.cu",
+        variant=_body("relu"),
+        vb_count=_flat_vb_count,
+        smem_bytes=_no_smem,
     )
 )
 
@@ -79,6 +111,12 @@ add = catalog.register(
         reference=_add_reference,
         flops=_add_flops,
         inplace_ok=True,
+        elems_per_virtual_block=ELEMS_PER_VB,
+        cta_threads=256,
+        source="elementwise.cu",
+        variant=_body("add"),
+        vb_count=_flat_vb_count,
+        smem_bytes=_no_smem,
     )
 )
 
@@ -91,5 +129,11 @@ copy = catalog.register(
         shapes=_flat("copy", ("x", "y")),
         reference=_copy_reference,
         flops=_numel_flops,
+        elems_per_virtual_block=ELEMS_PER_VB,
+        cta_threads=256,
+        source="elementwise.cu",
+        variant=_body("copy"),
+        vb_count=_flat_vb_count,
+        smem_bytes=_no_smem,
     )
 )

@@ -1,10 +1,15 @@
 """The dense kernel: `linear` (y = x @ w.T + bias, optional relu epilogue).
 
-Owns the linear shape rule and its torch reference. Imports torch, reefd.errors
-and this package's spec and catalog only.
+Owns the linear shape rule, its torch reference, the choice of its CUDA body
+(kernels/src/linear.cu) per shape, and `gemm_tile`, the tile chooser that the
+implicit-GEMM conv shares. Imports torch, reefd.errors and this package's spec
+and catalog only.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +45,97 @@ def _linear_flops(p: Params) -> int:
     return 2 * outputs * p["k"] + epilogue
 
 
+SMS = 132
+"""Streaming multiprocessors the tile choice plans for (an H100 SXM)."""
+
+
+class GemmTile(NamedTuple):
+    """One tile configuration of the tiled GEMM bodies (16 x 16 threads)."""
+
+    bm: int
+    bn: int
+    bk: int
+    efficiency: float
+    """Guessed throughput per SM relative to 128 x 128 (smem traffic per FMA)."""
+
+    def tiles(self, rows: int, cols: int) -> int:
+        return math.ceil(rows / self.bm) * math.ceil(cols / self.bn)
+
+
+GEMM_TILES = (
+    GemmTile(128, 128, 8, 1.0),
+    GemmTile(128, 64, 8, 0.85),
+    GemmTile(64, 128, 8, 0.85),
+    GemmTile(64, 64, 16, 0.7),
+    GemmTile(64, 32, 16, 0.55),
+    GemmTile(32, 64, 16, 0.55),
+    GemmTile(32, 32, 32, 0.4),
+)
+
+
+def gemm_tile(
+    rows: int, cols: int, batches: int = 1, tiles: tuple[GemmTile, ...] = GEMM_TILES
+) -> GemmTile:
+    """The tile with the least estimated time for `batches` rows x cols GEMMs.
+
+    Time ~ (tiles per SM, rounded up) x tile area / efficiency: big tiles win on
+    big problems, small ones when big ones would leave SMs idle. Ties go to the
+    larger tile (the earlier one in `tiles`).
+    """
+
+    def cost(t: GemmTile) -> float:
+        waves = math.ceil(t.tiles(rows, cols) * batches / SMS)
+        return waves * t.bm * t.bn / t.efficiency
+
+    return min(tiles, key=cost)
+
+
+def gemm_smem_bytes(t: GemmTile) -> int:
+    """Double-buffered A and B k-tiles, rows padded by 4 floats."""
+    return 2 * t.bk * (t.bm + 4 + t.bn + 4) * 4
+
+
+GEMV_MAX_M = 8
+"""Up to this many rows, linear runs the skinny body (k split over the CTA)."""
+
+
+def _gemv_shape(m: int) -> tuple[int, int]:
+    """(rows held, columns per virtual block) of linear_gemv_body for m rows."""
+    rows = 1 << max(0, m - 1).bit_length()
+    return rows, {1: 8, 2: 8, 4: 4, 8: 2}[rows]
+
+
+def _linear_variant(p: Params) -> str:
+    if p["m"] <= GEMV_MAX_M:
+        rows, cols = _gemv_shape(p["m"])
+        return f"linear_gemv_body<{rows}, {cols}>"
+    t = gemm_tile(p["m"], p["n"])
+    return f"linear_body<{t.bm}, {t.bn}, {t.bk}>"
+
+
+def _linear_vb_count(p: Params) -> int:
+    _linear_shapes(p)
+    if p["m"] <= GEMV_MAX_M:
+        return math.ceil(p["n"] / _gemv_shape(p["m"])[1])
+    return gemm_tile(p["m"], p["n"]).tiles(p["m"], p["n"])
+
+
+def _linear_smem_bytes(p: Params) -> int:
+    if p["m"] <= GEMV_MAX_M:
+        rows, cols = _gemv_shape(p["m"])
+        return 8 * rows * cols * 4  # 8 warps' partial sums
+    return gemm_smem_bytes(gemm_tile(p["m"], p["n"]))
+
+
+SAMPLE_PARAMS: list[dict] = [
+    # ViT-B/16 MLP up-projection, batch 8 (197 tokens each).
+    {"m": 8 * 197, "n": 3072, "k": 768, "act": "relu"},
+    # ViT-B/16 attention projection at batch 1.
+    {"m": 197, "n": 768, "k": 768},
+    # ResNet-50 classifier at batch 4.
+    {"m": 4, "n": 1000, "k": 2048},
+]
+
 linear = catalog.register(
     KernelSpec(
         name="linear",
@@ -61,5 +157,9 @@ linear = catalog.register(
         flops=_linear_flops,
         cta_threads=256,
         elems_per_virtual_block=64 * 64,
+        source="linear.cu",
+        variant=_linear_variant,
+        vb_count=_linear_vb_count,
+        smem_bytes=_linear_smem_bytes,
     )
 )

@@ -2,7 +2,9 @@
 
 Owns the pooling shape rules, which follow torch's exactly: padding at most half
 the kernel, and in ceil mode the last window must start inside the input or its
-left padding. Imports torch, reefd.errors and this package's spec, catalog and
+left padding. The CUDA bodies are in kernels/src/pool.cu: one output per
+thread, 1024 outputs per virtual block (a warp per plane for global average
+pooling). Imports torch, reefd.errors and this package's spec, catalog and
 ops_conv (for `pair`) only.
 """
 
@@ -132,6 +134,70 @@ def _adaptive_flops(p: Params) -> int:
     return p["n"] * p["c"] * rows * cols
 
 
+OUTPUTS_PER_VB = 256 * 4
+"""Outputs per virtual block of the windowed bodies (POOL_PER_THREAD = 4)."""
+GLOBAL_PLANES_PER_VB = 32
+"""(n, c) planes per virtual block of adaptive_avg_pool2d_global_body."""
+
+
+def _window_vb_count(kernel: str) -> Callable[[Params], int]:
+    def vb_count(p: Params) -> int:
+        oh, ow = _pool_hw(kernel, p)
+        return math.ceil(p["n"] * p["c"] * oh * ow / OUTPUTS_PER_VB)
+
+    return vb_count
+
+
+def _is_global(p: Params) -> bool:
+    return p["out_h"] == 1 and p["out_w"] == 1
+
+
+def _adaptive_variant(p: Params) -> str:
+    if _is_global(p):
+        return "adaptive_avg_pool2d_global_body"
+    return "adaptive_avg_pool2d_body"
+
+
+def _adaptive_vb_count(p: Params) -> int:
+    _adaptive_shapes(p)
+    if _is_global(p):
+        return math.ceil(p["n"] * p["c"] / GLOBAL_PLANES_PER_VB)
+    return math.ceil(p["n"] * p["c"] * p["out_h"] * p["out_w"] / OUTPUTS_PER_VB)
+
+
+def _body(name: str) -> Callable[[Params], str]:
+    return lambda p: f"{name}_body"
+
+
+def _no_smem(p: Params) -> int:
+    return 0
+
+
+_STEM = {"n": 8, "c": 64, "h": 112, "w": 112}
+_STEM_WINDOW = {**_STEM, "kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}
+SAMPLE_PARAMS: dict[str, list[dict]] = {
+    # Keyed by kernel name, since these kernels have a param named "kernel".
+    # (The check CLI also reads a sample's "kernel" as a kernel-name selector,
+    # so it skips the max/avg pool samples until it tells the two apart.)
+    "max_pool2d": [_STEM_WINDOW],  # the ResNet-50 stem pool
+    "avg_pool2d": [
+        _STEM_WINDOW,
+        # Inception-style: 3x3 stride 1 over 35x35, padding not counted.
+        {
+            **{**_STEM, "c": 192, "h": 35, "w": 35},
+            "kernel": (3, 3),
+            "stride": (1, 1),
+            "padding": (1, 1),
+            "count_include_pad": False,
+        },
+    ],
+    "adaptive_avg_pool2d": [
+        # ResNet-50 global average pool, and a 7x7 -> 3x3 adaptive pool.
+        {"n": 8, "c": 2048, "h": 7, "w": 7, "out_h": 1, "out_w": 1},
+        {"n": 8, "c": 512, "h": 7, "w": 7, "out_h": 3, "out_w": 3},
+    ],
+}
+
 _KERNEL = Param("kernel", "ints")
 _STRIDE = Param("stride", "ints")
 _PADDING = Param("padding", "ints", required=False, default=(0, 0))
@@ -153,6 +219,12 @@ max_pool2d = catalog.register(
         shapes=_window_shapes("max_pool2d"),
         reference=_max_pool2d_reference,
         flops=_window_flops("max_pool2d"),
+        elems_per_virtual_block=OUTPUTS_PER_VB,
+        cta_threads=256,
+        source="pool.cu",
+        variant=_body("max_pool2d"),
+        vb_count=_window_vb_count("max_pool2d"),
+        smem_bytes=_no_smem,
     )
 )
 
@@ -173,6 +245,12 @@ avg_pool2d = catalog.register(
         shapes=_avg_pool2d_shapes,
         reference=_avg_pool2d_reference,
         flops=_window_flops("avg_pool2d"),
+        elems_per_virtual_block=OUTPUTS_PER_VB,
+        cta_threads=256,
+        source="pool.cu",
+        variant=_body("avg_pool2d"),
+        vb_count=_window_vb_count("avg_pool2d"),
+        smem_bytes=_no_smem,
     )
 )
 
@@ -185,5 +263,11 @@ adaptive_avg_pool2d = catalog.register(
         shapes=_adaptive_shapes,
         reference=_adaptive_reference,
         flops=_adaptive_flops,
+        elems_per_virtual_block=OUTPUTS_PER_VB,
+        cta_threads=256,
+        source="pool.cu",
+        variant=_adaptive_variant,
+        vb_count=_adaptive_vb_count,
+        smem_bytes=_no_smem,
     )
 )

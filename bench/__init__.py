@@ -1,0 +1,1 @@
+"""reefd benchmarks: workloads, zoo, runners"""

@@ -1,0 +1,816 @@
+"""The CUDA kernel library on a real GPU.
+
+Every catalog kernel's body, compiled by NVRTC through `reefd.kernels.wrappers`
+and launched with `cuda.bindings.driver`, against its torch reference computed
+on the same GPU; then the preemptible and padded forms against the plain form,
+bit for bit: a virtual block computes the same values whichever CTA runs it, so
+resuming after a preemption or sharing a launch must not change a single bit.
+
+Buffers are torch CUDA tensors (`data_ptr()`); launches go on torch's current
+stream of the primary context, which torch and the driver API share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from reefd.kernels import catalog, ops_conv, ops_linear
+from reefd.kernels.spec import KernelSpec
+from reefd.kernels.wrappers import EntryPoint, build_module, pack_args
+
+pytestmark = pytest.mark.gpu
+
+PRECISION = (
+    "float32 kernels vs the torch reference on the same GPU with TF32 off "
+    "(torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 "
+    "= False), rtol = atol = 1e-4"
+)
+RTOL = ATOL = 1e-4
+THREADS = 256
+DEVICE = "cuda"
+"""Where tensors live (the module-level name lets a harness point it elsewhere)."""
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- the device -----------------------------------------------------------------
+
+
+class Gpu:
+    """The driver API on torch's primary context: load entries, launch them."""
+
+    def __init__(self) -> None:
+        from cuda.bindings import driver  # lazily: only where a GPU is
+
+        self.drv = driver
+        torch.cuda.init()
+        torch.zeros(1, device="cuda")  # makes torch's primary context current
+        self.ok(driver.cuInit(0))
+        index = torch.cuda.current_device()
+        device = self.ok(driver.cuDeviceGet(index))
+        self.ctx = self.ok(driver.cuDevicePrimaryCtxRetain(device))
+        self.ok(driver.cuCtxSetCurrent(self.ctx))
+        major, minor = torch.cuda.get_device_capability(index)
+        self.arch = f"sm_{major}{minor}"
+        self.sms = torch.cuda.get_device_properties(index).multi_processor_count
+        self._functions: dict[str, tuple[Any, int]] = {}
+        self._modules: list[Any] = []
+
+    def ok(self, result: Any) -> Any:
+        """Unpack a driver call's (CUresult, values...), failing on an error."""
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if err != self.drv.CUresult.CUDA_SUCCESS:
+            _, name = self.drv.cuGetErrorName(err)
+            raise AssertionError(f"CUDA driver call failed: {name!r}")
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def function(self, entry: EntryPoint) -> tuple[Any, int]:
+        """(CUfunction, dynamic smem bytes) of an entry, compiled once."""
+        if entry.name not in self._functions:
+            compiled = build_module([entry], self.arch)
+            module = self.ok(self.drv.cuModuleLoadData(compiled.cubin))
+            self._modules.append(module)
+            fn = self.ok(self.drv.cuModuleGetFunction(module, entry.name.encode()))
+            smem = entry.dynamic_smem_bytes()
+            if smem > 48 * 1024:
+                attr = self.drv.CUfunction_attribute
+                self.ok(
+                    self.drv.cuFuncSetAttribute(
+                        fn, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem
+                    )
+                )
+            self._functions[entry.name] = (fn, smem)
+        return self._functions[entry.name]
+
+    def launch(self, entry: EntryPoint, grid: int, params: list[bytes]) -> None:
+        """Launch `grid` CTAs of 256 threads; `params` are the raw kernel params."""
+        assert grid >= 1
+        fn, smem = self.function(entry)
+        buffers = [ctypes.create_string_buffer(p, len(p)) for p in params]
+        pointers = (ctypes.c_void_p * len(buffers))(
+            *[ctypes.addressof(b) for b in buffers]
+        )
+        stream = self.drv.CUstream(torch.cuda.current_stream().cuda_stream)
+        self.ok(
+            self.drv.cuLaunchKernel(
+                fn,
+                grid,
+                1,
+                1,
+                THREADS,
+                1,
+                1,
+                smem,
+                stream,
+                ctypes.addressof(pointers),
+                0,
+            )
+        )
+
+    @contextlib.contextmanager
+    def mapped_flag(self) -> Iterator[tuple[ctypes.c_int, int]]:
+        """A host int the GPU reads through mapped memory: (host view, device ptr)."""
+        drv = self.drv
+        host = self.ok(drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
+        try:
+            flag = ctypes.c_int.from_address(int(host))
+            flag.value = 0
+            device = self.ok(drv.cuMemHostGetDevicePointer(host, 0))
+            yield flag, int(device)
+        finally:
+            _sync()
+            self.ok(drv.cuMemFreeHost(host))
+
+
+@pytest.fixture(scope="module")
+def gpu() -> Iterator[Gpu]:
+    pytest.importorskip("cuda.bindings.driver")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield Gpu()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _i32(v: int) -> bytes:
+    return struct.pack("<i", v)
+
+
+def _ptr(v: int) -> bytes:
+    return struct.pack("<Q", v)
+
+
+# --- one kernel call: its tensors, its expected result --------------------------
+
+
+@dataclass
+class Call:
+    """A kernel call with its operands on the GPU and its torch result."""
+
+    spec: KernelSpec
+    params: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    outputs: list[str]
+    expected: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_vb(self) -> int:
+        return self.spec.virtual_blocks(self.params)
+
+    @property
+    def body(self) -> str:
+        return self.spec.body(self.params)
+
+    def args(self) -> bytes:
+        pointers = {k: t.data_ptr() for k, t in self.tensors.items()}
+        return pack_args(self.spec, self.params, pointers)
+
+    def clear_outputs(self) -> None:
+        for name in self.outputs:
+            self.tensors[name].fill_(float("nan"))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        _sync()
+        return {name: self.tensors[name].clone() for name in self.outputs}
+
+    def where(self) -> str:
+        return f"{self.spec.name} {self.body} {self.params}"
+
+
+def _fan_in_scale(spec: KernelSpec, p: dict[str, Any]) -> dict[str, float]:
+    """Weights ~ N(0, 1/fan_in), so outputs stay O(1) and 1e-4 is meaningful."""
+    if spec.name == "linear":
+        return {"w": p["k"] ** -0.5}
+    if spec.name == "conv2d":
+        return {"w": (p["c_in"] // p["groups"] * p["kh"] * p["kw"]) ** -0.5}
+    return {}
+
+
+def make_call(
+    name: str,
+    params: dict[str, Any],
+    *,
+    seed: int = 0,
+    bias: bool = True,
+    misalign: bool = False,
+    alias: tuple[str, str] | None = None,
+    scale: float = 1.0,
+) -> Call:
+    """Random operands for `name(params)` and the torch result.
+
+    `misalign` offsets every buffer by one float (4-byte aligned only), which
+    forces the scalar paths; `alias=(input, output)` binds the output to the
+    input's buffer (in-place kernels).
+    """
+    spec = catalog.get(name)
+    full = spec.with_defaults(params)
+    shapes = spec.shapes(full)
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    offset = 1 if misalign else 0
+    factors = _fan_in_scale(spec, full)
+    tensors: dict[str, torch.Tensor] = {}
+    outputs: list[str] = []
+    for op in spec.operands:
+        size = math.prod(shapes[op.name])
+        flat = torch.empty(size + 4, device=DEVICE)
+        view = flat[offset : offset + size].view(shapes[op.name])
+        if op.access == "read":
+            if op.optional and not bias:
+                continue
+            view.copy_(
+                torch.randn(shapes[op.name], generator=gen, device=DEVICE)
+                * scale
+                * factors.get(op.name, 1.0)
+            )
+        else:
+            view.fill_(float("nan"))
+            outputs.append(op.name)
+        tensors[op.name] = view
+    expected = {k: torch.empty_like(tensors[k]) for k in outputs}
+    inputs = {k: t for k, t in tensors.items() if k not in outputs}
+    spec.reference({**inputs, **expected}, full)
+    if alias is not None:
+        src, dst = alias
+        tensors[dst] = tensors[src]
+    _sync()
+    return Call(spec, full, tensors, outputs, expected)
+
+
+def run_plain(gpu: Gpu, call: Call) -> dict[str, torch.Tensor]:
+    gpu.launch(EntryPoint.plain(call.spec, call.params), call.n_vb, [call.args()])
+    return call.result()
+
+
+def run_preemptible(
+    gpu: Gpu,
+    call: Call,
+    grid: int,
+    counter: torch.Tensor,
+    preempt: int,
+) -> None:
+    """One preemptible launch; `counter` (int32 on the GPU) is the next_vb."""
+    entry = EntryPoint.preemptible(call.spec, call.params)
+    gpu.launch(
+        entry,
+        grid,
+        [call.args(), _i32(call.n_vb), _ptr(counter.data_ptr()), _ptr(preempt)],
+    )
+
+
+def assert_matches_reference(call: Call, got: dict[str, torch.Tensor]) -> None:
+    for name in call.outputs:
+        want = call.expected[name]
+        diff = (got[name] - want).abs().nan_to_num(float("inf")).max().item()
+        assert torch.allclose(got[name], want, rtol=RTOL, atol=ATOL), (
+            f"{call.where()}: output {name!r} differs from torch by up to {diff:.3g} "
+            f"({PRECISION})"
+        )
+
+
+def assert_bitwise(call: Call, got: dict[str, torch.Tensor], want: dict, how: str):
+    for name in call.outputs:
+        same = torch.equal(got[name].view(torch.int32), want[name].view(torch.int32))
+        assert same, f"{call.where()}: {how} is not bit-identical to the plain form"
+
+
+# --- shapes -----------------------------------------------------------------------
+
+LINEAR = [
+    dict(m=1, n=1000, k=2048),  # ResNet-50 classifier, batch 1 (skinny body)
+    dict(m=3, n=17, k=1027, act="relu"),
+    dict(m=8, n=9, k=100),
+    dict(m=9, n=300, k=40),
+    dict(m=130, n=70, k=37, act="relu"),
+    dict(m=197, n=768, k=768),  # ViT-B attention projection, batch 1
+    dict(m=8 * 197, n=3072, k=768, act="relu"),  # ViT-B MLP, batch 8
+    dict(m=2000, n=1000, k=64),
+]
+
+CONV = [
+    dict(n=2, c_in=3, h=9, w=7, c_out=4, kh=3, kw=3),
+    dict(n=1, c_in=4, h=10, w=11, c_out=6, kh=3, kw=2, stride=(2, 1), padding=(1, 2)),
+    dict(n=2, c_in=6, h=12, w=12, c_out=4, kh=3, kw=3, dilation=(2, 3), groups=2),
+    dict(n=1, c_in=8, h=7, w=9, c_out=8, kh=3, kw=3, padding=(1, 1), groups=8),
+    dict(n=1, c_in=2, h=5, w=5, c_out=3, kh=1, kw=1, stride=(3, 2), act="relu"),
+    dict(
+        n=2,
+        c_in=3,
+        h=224,
+        w=224,
+        c_out=64,
+        kh=7,
+        kw=7,
+        stride=(2, 2),
+        padding=(3, 3),
+        act="relu",
+    ),  # ResNet-50 stem
+    dict(n=2, c_in=64, h=56, w=56, c_out=64, kh=3, kw=3, padding=(1, 1), act="relu"),
+    dict(n=2, c_in=256, h=14, w=14, c_out=512, kh=1, kw=1, stride=(2, 2)),
+    dict(n=2, c_in=512, h=7, w=7, c_out=2048, kh=1, kw=1, act="relu"),
+    dict(
+        n=2, c_in=128, h=14, w=14, c_out=128, kh=3, kw=3, padding=(1, 1), groups=32
+    ),  # ResNeXt grouped 3x3: 4 channels per group (direct body)
+    dict(
+        n=2,
+        c_in=64,
+        h=10,
+        w=10,
+        c_out=64,
+        kh=3,
+        kw=3,
+        padding=(2, 2),
+        dilation=(2, 2),
+        groups=2,
+    ),  # 32 per group: the GEMM body per group
+    dict(
+        n=2,
+        c_in=96,
+        h=28,
+        w=28,
+        c_out=96,
+        kh=3,
+        kw=3,
+        stride=(2, 2),
+        padding=(1, 1),
+        groups=96,
+    ),  # depthwise
+    dict(n=1, c_in=16, h=9, w=9, c_out=32, kh=5, kw=5, padding=(2, 2), groups=16),
+    dict(n=300, c_in=6, h=3, w=3, c_out=6, kh=3, kw=3, groups=2),  # 1x1 planes
+]
+
+FLAT = [1, 3, 1023, 1024 * 10 + 1, 3 * 10**6 + 3]
+
+POOL_WINDOWS = [
+    dict(kernel=(2, 2), stride=(2, 2)),
+    dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+    dict(kernel=(3, 2), stride=(2, 2), padding=(1, 1), ceil_mode=True),
+    dict(kernel=(2, 2), stride=(3, 3), ceil_mode=True),
+    dict(kernel=(3, 3), stride=(1, 2), padding=(1, 0)),
+    dict(kernel=(5, 3), stride=(3, 2), padding=(2, 1), ceil_mode=True),
+]
+POOL_INPUTS = [(2, 3, 10, 9), (3, 50, 11, 8), (8, 64, 112, 112)]
+
+ADAPTIVE = [
+    ((8, 8), (2, 2)),
+    ((7, 10), (3, 4)),
+    ((3, 5), (6, 5)),
+    ((7, 7), (1, 1)),
+    ((56, 56), (1, 1)),
+    ((9, 9), (4, 7)),
+]
+
+SOFTMAX = [
+    (6, 33),
+    (17, 1),
+    (8 * 12 * 197, 197),
+    (64, 1000),
+    (3, 1024),
+    (3, 1025),
+    (5, 2048),
+    (4, 3000),
+    (2, 4096),
+    (2, 4097),
+    (5, 32000),
+]
+
+
+def _valid(name: str, params: dict[str, Any]) -> bool:
+    spec = catalog.get(name)
+    try:
+        spec.shapes(spec.with_defaults(params))
+    except Exception:
+        return False
+    return True
+
+
+def _pool_cases() -> list[tuple[str, dict[str, Any]]]:
+    cases = []
+    for window in POOL_WINDOWS:
+        for n, c, h, w in POOL_INPUTS:
+            base = dict(n=n, c=c, h=h, w=w, **window)
+            for dilation in [(1, 1), (2, 1), (2, 3)]:
+                cases.append(("max_pool2d", {**base, "dilation": dilation}))
+            for extra in [{}, {"count_include_pad": False}, {"divisor_override": 3}]:
+                cases.append(("avg_pool2d", {**base, **extra}))
+    return [(k, p) for k, p in cases if _valid(k, p)]
+
+
+CASES: list[tuple[str, dict[str, Any]]] = [
+    *(("linear", p) for p in LINEAR),
+    *(("conv2d", p) for p in CONV),
+    *((k, {"numel": n}) for k in ("relu", "copy") for n in FLAT),
+    *(("add", {"numel": n, "act": a}) for n in FLAT for a in ("none", "relu")),
+    *_pool_cases(),
+    *(
+        ("adaptive_avg_pool2d", dict(n=3, c=37, h=h, w=w, out_h=oh, out_w=ow))
+        for (h, w), (oh, ow) in ADAPTIVE
+    ),
+    *(("softmax", {"rows": r, "cols": c}) for r, c in SOFTMAX),
+]
+
+
+def _case_id(case: tuple[str, dict[str, Any]]) -> str:
+    name, params = case
+    return (
+        name
+        + "-"
+        + "-".join(
+            f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in params.items()
+        )
+    )
+
+
+# --- plain vs torch -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_plain_matches_torch(gpu: Gpu, case: tuple[str, dict[str, Any]]) -> None:
+    name, params = case
+    call = make_call(name, params, seed=len(CASES))
+    assert_matches_reference(call, run_plain(gpu, call))
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("linear", dict(m=130, n=70, k=37, act="relu")),
+        ("linear", dict(m=3, n=17, k=1027)),
+        (
+            "conv2d",
+            dict(
+                n=2,
+                c_in=3,
+                h=31,
+                w=29,
+                c_out=20,
+                kh=7,
+                kw=7,
+                stride=(2, 2),
+                padding=(3, 3),
+            ),
+        ),
+        (
+            "conv2d",
+            dict(
+                n=1,
+                c_in=12,
+                h=30,
+                w=20,
+                c_out=24,
+                kh=5,
+                kw=5,
+                padding=(2, 2),
+                groups=12,
+                act="relu",
+            ),
+        ),
+        ("relu", {"numel": 4099}),
+        ("add", {"numel": 4099, "act": "relu"}),
+        ("copy", {"numel": 4099}),
+        ("softmax", {"rows": 7, "cols": 1500}),
+    ],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_misaligned_buffers_and_no_bias(gpu: Gpu, name, params, bias) -> None:
+    """Buffers only 4-byte aligned take the scalar paths; bias may be unbound."""
+    call = make_call(name, params, misalign=True, bias=bias, seed=1)
+    assert_matches_reference(call, run_plain(gpu, call))
+
+
+@pytest.mark.parametrize(
+    "name,params,alias",
+    [
+        ("relu", {"numel": 10241}, ("x", "y")),
+        ("add", {"numel": 10241, "act": "relu"}, ("a", "y")),
+        ("add", {"numel": 10241}, ("b", "y")),
+        ("softmax", {"rows": 9, "cols": 197}, ("x", "y")),
+        ("softmax", {"rows": 3, "cols": 3000}, ("x", "y")),
+        ("softmax", {"rows": 3, "cols": 9000}, ("x", "y")),
+    ],
+)
+def test_inplace_kernels(gpu: Gpu, name, params, alias) -> None:
+    call = make_call(name, params, alias=alias, seed=2)
+    assert_matches_reference(call, run_plain(gpu, call))
+
+
+@pytest.mark.parametrize("tile", ops_linear.GEMM_TILES, ids=str)
+def test_every_linear_tile(gpu: Gpu, monkeypatch, tile) -> None:
+    monkeypatch.setattr(ops_linear, "gemm_tile", lambda *a, **k: tile)
+    for params in (
+        dict(m=tile.bm + 3, n=2 * tile.bn - 5, k=4 * tile.bk + 3, act="relu"),
+        dict(m=2 * tile.bm, n=tile.bn, k=256),
+    ):
+        call = make_call("linear", params, seed=3)
+        assert call.body == f"linear_body<{tile.bm}, {tile.bn}, {tile.bk}>"
+        assert_matches_reference(call, run_plain(gpu, call))
+
+
+@pytest.mark.parametrize("tile", ops_conv.CONV_TILES, ids=str)
+def test_every_conv_tile(gpu: Gpu, monkeypatch, tile) -> None:
+    monkeypatch.setattr(ops_conv, "gemm_tile", lambda *a, **k: tile)
+    for params in (
+        dict(
+            n=2,
+            c_in=8,
+            h=9,
+            w=11,
+            c_out=tile.bm + 5,
+            kh=3,
+            kw=3,
+            padding=(1, 1),
+            act="relu",
+        ),
+        dict(n=1, c_in=4 * tile.bk, h=8, w=8, c_out=tile.bm, kh=1, kw=1),
+        dict(n=2, c_in=64, h=6, w=5, c_out=64, kh=3, kw=3, groups=2, stride=(2, 1)),
+    ):
+        call = make_call("conv2d", params, seed=4)
+        assert call.body == f"conv2d_body<{tile.bm}, {tile.bn}, {tile.bk}>"
+        assert_matches_reference(call, run_plain(gpu, call))
+
+
+def test_special_values_follow_torch(gpu: Gpu) -> None:
+    """NaN and -inf: relu and max pooling keep NaN; softmax of an all -inf row
+    is NaN, as in torch."""
+    x = torch.tensor([-1.0, float("nan"), 2.0, -0.0] * 300, device=DEVICE)
+    call = make_call("relu", {"numel": x.numel()})
+    call.tensors["x"].copy_(x)
+    got = run_plain(gpu, call)["y"]
+    assert torch.equal(got.isnan(), torch.relu(x).isnan())
+    assert torch.equal(got.nan_to_num(7.0), torch.relu(x).nan_to_num(7.0))
+
+    for cols in (100, 3000, 9000):
+        call = make_call("softmax", {"rows": 3, "cols": cols}, scale=30.0)
+        x = call.tensors["x"]
+        x[1] = float("-inf")
+        x[2, ::3] = float("-inf")
+        want = torch.softmax(x, -1)
+        got = run_plain(gpu, call)["y"]
+        assert torch.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True), cols
+
+    params = dict(n=1, c=2, h=9, w=9, kernel=(3, 3), stride=(2, 2))
+    call = make_call("max_pool2d", params)
+    call.tensors["x"][0, 0, 4, 4] = float("nan")
+    want = torch.nn.functional.max_pool2d(call.tensors["x"], 3, 2)
+    got = run_plain(gpu, call)["y"]
+    assert torch.equal(got.isnan(), want.isnan())
+
+
+# --- preemptible ---------------------------------------------------------------------
+
+FORM_CASES = [
+    ("linear", dict(m=197, n=768, k=768, act="relu")),
+    ("linear", dict(m=4, n=1000, k=2048)),
+    ("conv2d", dict(n=2, c_in=64, h=28, w=28, c_out=128, kh=3, kw=3, padding=(1, 1))),
+    (
+        "conv2d",
+        dict(n=2, c_in=32, h=28, w=28, c_out=32, kh=3, kw=3, padding=(1, 1), groups=32),
+    ),
+    ("relu", {"numel": 1 << 20}),
+    ("add", {"numel": (1 << 20) + 7, "act": "relu"}),
+    ("copy", {"numel": 12345}),
+    (
+        "max_pool2d",
+        dict(n=4, c=64, h=56, w=56, kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+    ),
+    (
+        "avg_pool2d",
+        dict(
+            n=4,
+            c=64,
+            h=56,
+            w=56,
+            kernel=(3, 3),
+            stride=(2, 2),
+            padding=(1, 1),
+            ceil_mode=True,
+            count_include_pad=False,
+        ),
+    ),
+    ("adaptive_avg_pool2d", dict(n=4, c=2048, h=7, w=7, out_h=1, out_w=1)),
+    ("adaptive_avg_pool2d", dict(n=4, c=64, h=10, w=10, out_h=3, out_w=4)),
+    ("softmax", {"rows": 8 * 197, "cols": 197}),
+    ("softmax", {"rows": 64, "cols": 3000}),
+    ("softmax", {"rows": 16, "cols": 9000}),
+]
+
+
+def _counter(value: int = 0) -> torch.Tensor:
+    return torch.full((1,), value, dtype=torch.int32, device=DEVICE)
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+def test_preemptible_without_preemption_equals_plain(gpu: Gpu, case) -> None:
+    call = make_call(*case, seed=5)
+    plain = run_plain(gpu, call)
+    assert_matches_reference(call, plain)
+    flag = _counter(0)
+    for grid in (1, 7, 2 * gpu.sms):
+        call.clear_outputs()
+        counter = _counter(0)
+        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
+        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
+        # Every CTA's last claim overshoots by one; none was lost or repeated.
+        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+def test_raised_flag_runs_nothing_then_the_same_counter_resumes(gpu, case) -> None:
+    call = make_call(*case, seed=6)
+    plain = run_plain(gpu, call)
+    call.clear_outputs()
+    counter, flag = _counter(0), _counter(1)
+    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
+    _sync()
+    assert counter.item() == 0, "a CTA claimed a block with the flag raised"
+    for name in call.outputs:
+        assert call.tensors[name].isnan().all(), "a preempted launch wrote output"
+    flag.zero_()
+    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
+    assert_bitwise(call, call.result(), plain, "preempted-then-resumed launch")
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
+    """Blocks [0, k) done by an earlier launch; the preemptible form resumes at k."""
+    call = make_call(*case, seed=7)
+    plain = run_plain(gpu, call)
+    k = max(1, call.n_vb // 3) if call.n_vb > 1 else 0
+    call.clear_outputs()
+    if k:
+        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
+    counter, flag = _counter(k), _counter(0)
+    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
+    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Each takes tens of ms on one CTA, so the flag lands mid-run.
+        ("relu", {"numel": 1 << 26}),
+        ("linear", dict(m=2048, n=2048, k=1024)),
+        (
+            "conv2d",
+            dict(n=32, c_in=64, h=56, w=56, c_out=64, kh=3, kw=3, padding=(1, 1)),
+        ),
+    ],
+    ids=_case_id,
+)
+def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case) -> None:
+    """One persistent CTA walks the blocks; the host raises a mapped-memory flag
+    mid-run; relaunching with the same counter finishes with the plain result."""
+    call = make_call(*case, seed=8)
+    plain = run_plain(gpu, call)
+    call.clear_outputs()
+    counter = _counter(0)
+    with gpu.mapped_flag() as (flag, flag_ptr):
+        _sync()
+        run_preemptible(gpu, call, 1, counter, flag_ptr)
+        time.sleep(0.002)
+        flag.value = 1
+        _sync()
+        stopped_at = counter.item()
+        assert 0 <= stopped_at <= call.n_vb
+        if stopped_at == call.n_vb:
+            pytest.fail(f"{call.where()}: finished before the flag ({call.n_vb} vbs)")
+        flag.value = 0
+        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag_ptr)
+        got = call.result()
+    assert_bitwise(call, got, plain, f"preempted at block {stopped_at} and resumed")
+
+
+# --- padded --------------------------------------------------------------------------
+
+PADDED_PAIRS = [
+    (("linear", dict(m=197, n=768, k=768)), ("relu", {"numel": (1 << 20) + 3})),
+    (
+        ("linear", dict(m=1576, n=768, k=768, act="relu")),
+        ("add", {"numel": 1 << 20, "act": "relu"}),
+    ),
+    (
+        (
+            "conv2d",
+            dict(
+                n=2,
+                c_in=64,
+                h=28,
+                w=28,
+                c_out=64,
+                kh=3,
+                kw=3,
+                padding=(1, 1),
+                act="relu",
+            ),
+        ),
+        ("linear", dict(m=197, n=768, k=768)),
+    ),
+    (
+        (
+            "conv2d",
+            dict(
+                n=2,
+                c_in=32,
+                h=28,
+                w=28,
+                c_out=32,
+                kh=3,
+                kw=3,
+                padding=(1, 1),
+                groups=32,
+            ),
+        ),
+        ("softmax", {"rows": 1000, "cols": 197}),
+    ),
+]
+
+
+def run_padded(
+    gpu: Gpu,
+    rt: Call,
+    be: Call,
+    be_ctas: int,
+    be_next: torch.Tensor,
+    be_budget: int,
+    preempt: int,
+) -> None:
+    entry = EntryPoint.padded(rt.spec, rt.params, be.spec, be.params)
+    claims = _counter(0)
+    gpu.launch(
+        entry,
+        rt.n_vb + be_ctas,
+        [
+            rt.args(),
+            _i32(rt.n_vb),
+            be.args(),
+            _i32(be.n_vb),
+            _ptr(be_next.data_ptr()),
+            _ptr(claims.data_ptr()),
+            _i32(be_budget),
+            _ptr(preempt),
+        ],
+    )
+
+
+def _pair_id(pair) -> str:
+    (rt, _), (be, _) = pair
+    return f"rt_{rt}-be_{be}"
+
+
+@pytest.mark.parametrize("pair", PADDED_PAIRS, ids=_pair_id)
+def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
+    rt = make_call(*pair[0], seed=9)
+    be = make_call(*pair[1], seed=10)
+    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
+    assert_matches_reference(rt, rt_plain)
+    assert_matches_reference(be, be_plain)
+    flag = _counter(0)
+
+    # A budget covering every BE block: one launch finishes both kernels.
+    rt.clear_outputs()
+    be.clear_outputs()
+    be_next = _counter(0)
+    run_padded(gpu, rt, be, 2 * gpu.sms, be_next, be.n_vb, flag.data_ptr())
+    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
+    assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
+
+    # A third of the BE blocks per launch: exactly the budget is claimed, and the
+    # preemptible form resumes from the BE counter where the padding stopped.
+    rt.clear_outputs()
+    be.clear_outputs()
+    be_next = _counter(0)
+    budget = max(1, be.n_vb // 3)
+    run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
+    _sync()
+    assert be_next.item() == budget, "the BE share overran its block budget"
+    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a budgeted launch")
+    run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
+    assert_bitwise(be, be.result(), be_plain, "padded BE share resumed preemptibly")
+
+    # With the flag raised, the BE CTAs claim nothing; the RT side still runs.
+    rt.clear_outputs()
+    be.clear_outputs()
+    be_next, raised = _counter(0), _counter(1)
+    run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, raised.data_ptr())
+    _sync()
+    assert be_next.item() == 0
+    assert_bitwise(rt, rt.result(), rt_plain, "RT side beside a preempted BE side")
