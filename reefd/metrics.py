@@ -18,16 +18,6 @@ def percentile_us(values: list[int] | deque[int], q: float) -> float | None:
 
 
 @dataclass
-class ClientCounters:
-    name: str
-    pid: int
-    priority_models: dict[int, str] = field(default_factory=dict)
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-
-@dataclass
 class Metrics:
     """Windows of recent RT latencies and BE completion times."""
 
