@@ -115,9 +115,13 @@ class Row:
     ctas: int
 
 
+ONLY = "only_for"
+"""A sample's key naming the one kernel it applies to (not a kernel param name)."""
+
+
 def _applies(spec: KernelSpec, sample: dict[str, Any]) -> bool:
-    if "kernel" in sample:
-        return sample["kernel"] == spec.name
+    if ONLY in sample:
+        return sample[ONLY] == spec.name
     try:
         spec.shapes(spec.with_defaults(sample))
     except (GraphError, KeyError, TypeError):
@@ -129,7 +133,7 @@ def sample_params(spec: KernelSpec) -> list[dict[str, Any]]:
     """The ops module's SAMPLE_PARAMS for `spec`, else DEFAULT_SAMPLES.
 
     SAMPLE_PARAMS may be a list of dicts (each applies to every kernel of the
-    module that accepts it, or only to `sample["kernel"]` when given) or a dict
+    module that accepts it, or only to `sample[ONLY]` when given) or a dict
     from kernel name to such a list.
     """
     module = sys.modules.get(spec.reference.__module__)
@@ -137,7 +141,7 @@ def sample_params(spec: KernelSpec) -> list[dict[str, Any]]:
     if isinstance(samples, dict):
         samples = samples.get(spec.name)
     found = [
-        {k: v for k, v in s.items() if k != "kernel"}
+        {k: v for k, v in s.items() if k != ONLY}
         for s in samples or []
         if _applies(spec, s)
     ]

@@ -1,10 +1,14 @@
 """The catalog: every vetted kernel by name.
 
-Specs are defined in the `ops_*` modules of this package and registered here. The
+Specs are defined in the `ops_*` modules of this package (every one is imported
+on first use) and registered here. The
 daemon validates graphs against this table; the cpu backend runs the references.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from reefd.kernels.spec import KernelSpec
 
@@ -23,14 +27,11 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    from reefd.kernels import (  # noqa: F401
-        ops_conv,
-        ops_elementwise,
-        ops_linear,
-        ops_pool,
-        ops_softmax,
-    )
+    import reefd.kernels as package
 
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("ops_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
     _loaded = True
 
 

@@ -176,9 +176,7 @@ def _no_smem(p: Params) -> int:
 _STEM = {"n": 8, "c": 64, "h": 112, "w": 112}
 _STEM_WINDOW = {**_STEM, "kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}
 SAMPLE_PARAMS: dict[str, list[dict]] = {
-    # Keyed by kernel name, since these kernels have a param named "kernel".
-    # (The check CLI also reads a sample's "kernel" as a kernel-name selector,
-    # so it skips the max/avg pool samples until it tells the two apart.)
+    # Keyed by kernel name: the windows differ between max and avg pooling.
     "max_pool2d": [_STEM_WINDOW],  # the ResNet-50 stem pool
     "avg_pool2d": [
         _STEM_WINDOW,

@@ -12,285 +12,31 @@ stream of the primary context, which torch and the driver API share.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import math
-import struct
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 
 from reefd.kernels import catalog, ops_conv, ops_linear
-from reefd.kernels.spec import KernelSpec
-from reefd.kernels.wrappers import EntryPoint, build_module, pack_args
+from reefd.kernels.wrappers import EntryPoint
+from tests.gpu.harness import (
+    ATOL,
+    DEVICE,
+    RTOL,
+    Call,
+    Gpu,
+    assert_bitwise,
+    assert_matches_reference,
+    i32,
+    make_call,
+    ptr,
+    run_plain,
+    run_preemptible,
+    sync,
+)
 
 pytestmark = pytest.mark.gpu
-
-PRECISION = (
-    "float32 kernels vs the torch reference on the same GPU with TF32 off "
-    "(torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 "
-    "= False), rtol = atol = 1e-4"
-)
-RTOL = ATOL = 1e-4
-THREADS = 256
-DEVICE = "cuda"
-"""Where tensors live (the module-level name lets a harness point it elsewhere)."""
-
-
-def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-# --- the device -----------------------------------------------------------------
-
-
-class Gpu:
-    """The driver API on torch's primary context: load entries, launch them."""
-
-    def __init__(self) -> None:
-        from cuda.bindings import driver  # lazily: only where a GPU is
-
-        self.drv = driver
-        torch.cuda.init()
-        torch.zeros(1, device="cuda")  # makes torch's primary context current
-        self.ok(driver.cuInit(0))
-        index = torch.cuda.current_device()
-        device = self.ok(driver.cuDeviceGet(index))
-        self.ctx = self.ok(driver.cuDevicePrimaryCtxRetain(device))
-        self.ok(driver.cuCtxSetCurrent(self.ctx))
-        major, minor = torch.cuda.get_device_capability(index)
-        self.arch = f"sm_{major}{minor}"
-        self.sms = torch.cuda.get_device_properties(index).multi_processor_count
-        self._functions: dict[str, tuple[Any, int]] = {}
-        self._modules: list[Any] = []
-
-    def ok(self, result: Any) -> Any:
-        """Unpack a driver call's (CUresult, values...), failing on an error."""
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self.drv.CUresult.CUDA_SUCCESS:
-            _, name = self.drv.cuGetErrorName(err)
-            raise AssertionError(f"CUDA driver call failed: {name!r}")
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def function(self, entry: EntryPoint) -> tuple[Any, int]:
-        """(CUfunction, dynamic smem bytes) of an entry, compiled once."""
-        if entry.name not in self._functions:
-            compiled = build_module([entry], self.arch)
-            module = self.ok(self.drv.cuModuleLoadData(compiled.cubin))
-            self._modules.append(module)
-            fn = self.ok(self.drv.cuModuleGetFunction(module, entry.name.encode()))
-            smem = entry.dynamic_smem_bytes()
-            if smem > 48 * 1024:
-                attr = self.drv.CUfunction_attribute
-                self.ok(
-                    self.drv.cuFuncSetAttribute(
-                        fn, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem
-                    )
-                )
-            self._functions[entry.name] = (fn, smem)
-        return self._functions[entry.name]
-
-    def launch(self, entry: EntryPoint, grid: int, params: list[bytes]) -> None:
-        """Launch `grid` CTAs of 256 threads; `params` are the raw kernel params."""
-        assert grid >= 1
-        fn, smem = self.function(entry)
-        buffers = [ctypes.create_string_buffer(p, len(p)) for p in params]
-        pointers = (ctypes.c_void_p * len(buffers))(
-            *[ctypes.addressof(b) for b in buffers]
-        )
-        stream = self.drv.CUstream(torch.cuda.current_stream().cuda_stream)
-        self.ok(
-            self.drv.cuLaunchKernel(
-                fn,
-                grid,
-                1,
-                1,
-                THREADS,
-                1,
-                1,
-                smem,
-                stream,
-                ctypes.addressof(pointers),
-                0,
-            )
-        )
-
-    @contextlib.contextmanager
-    def mapped_flag(self) -> Iterator[tuple[ctypes.c_int, int]]:
-        """A host int the GPU reads through mapped memory: (host view, device ptr)."""
-        drv = self.drv
-        host = self.ok(drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
-        try:
-            flag = ctypes.c_int.from_address(int(host))
-            flag.value = 0
-            device = self.ok(drv.cuMemHostGetDevicePointer(host, 0))
-            yield flag, int(device)
-        finally:
-            _sync()
-            self.ok(drv.cuMemFreeHost(host))
-
-
-@pytest.fixture(scope="module")
-def gpu() -> Iterator[Gpu]:
-    pytest.importorskip("cuda.bindings.driver")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA device")
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield Gpu()
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _i32(v: int) -> bytes:
-    return struct.pack("<i", v)
-
-
-def _ptr(v: int) -> bytes:
-    return struct.pack("<Q", v)
-
-
-# --- one kernel call: its tensors, its expected result --------------------------
-
-
-@dataclass
-class Call:
-    """A kernel call with its operands on the GPU and its torch result."""
-
-    spec: KernelSpec
-    params: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
-    outputs: list[str]
-    expected: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def n_vb(self) -> int:
-        return self.spec.virtual_blocks(self.params)
-
-    @property
-    def body(self) -> str:
-        return self.spec.body(self.params)
-
-    def args(self) -> bytes:
-        pointers = {k: t.data_ptr() for k, t in self.tensors.items()}
-        return pack_args(self.spec, self.params, pointers)
-
-    def clear_outputs(self) -> None:
-        for name in self.outputs:
-            self.tensors[name].fill_(float("nan"))
-
-    def result(self) -> dict[str, torch.Tensor]:
-        _sync()
-        return {name: self.tensors[name].clone() for name in self.outputs}
-
-    def where(self) -> str:
-        return f"{self.spec.name} {self.body} {self.params}"
-
-
-def _fan_in_scale(spec: KernelSpec, p: dict[str, Any]) -> dict[str, float]:
-    """Weights ~ N(0, 1/fan_in), so outputs stay O(1) and 1e-4 is meaningful."""
-    if spec.name == "linear":
-        return {"w": p["k"] ** -0.5}
-    if spec.name == "conv2d":
-        return {"w": (p["c_in"] // p["groups"] * p["kh"] * p["kw"]) ** -0.5}
-    return {}
-
-
-def make_call(
-    name: str,
-    params: dict[str, Any],
-    *,
-    seed: int = 0,
-    bias: bool = True,
-    misalign: bool = False,
-    alias: tuple[str, str] | None = None,
-    scale: float = 1.0,
-) -> Call:
-    """Random operands for `name(params)` and the torch result.
-
-    `misalign` offsets every buffer by one float (4-byte aligned only), which
-    forces the scalar paths; `alias=(input, output)` binds the output to the
-    input's buffer (in-place kernels).
-    """
-    spec = catalog.get(name)
-    full = spec.with_defaults(params)
-    shapes = spec.shapes(full)
-    gen = torch.Generator(device=DEVICE).manual_seed(seed)
-    offset = 1 if misalign else 0
-    factors = _fan_in_scale(spec, full)
-    tensors: dict[str, torch.Tensor] = {}
-    outputs: list[str] = []
-    for op in spec.operands:
-        size = math.prod(shapes[op.name])
-        flat = torch.empty(size + 4, device=DEVICE)
-        view = flat[offset : offset + size].view(shapes[op.name])
-        if op.access == "read":
-            if op.optional and not bias:
-                continue
-            view.copy_(
-                torch.randn(shapes[op.name], generator=gen, device=DEVICE)
-                * scale
-                * factors.get(op.name, 1.0)
-            )
-        else:
-            view.fill_(float("nan"))
-            outputs.append(op.name)
-        tensors[op.name] = view
-    expected = {k: torch.empty_like(tensors[k]) for k in outputs}
-    inputs = {k: t for k, t in tensors.items() if k not in outputs}
-    spec.reference({**inputs, **expected}, full)
-    if alias is not None:
-        src, dst = alias
-        tensors[dst] = tensors[src]
-    _sync()
-    return Call(spec, full, tensors, outputs, expected)
-
-
-def run_plain(gpu: Gpu, call: Call) -> dict[str, torch.Tensor]:
-    gpu.launch(EntryPoint.plain(call.spec, call.params), call.n_vb, [call.args()])
-    return call.result()
-
-
-def run_preemptible(
-    gpu: Gpu,
-    call: Call,
-    grid: int,
-    counter: torch.Tensor,
-    preempt: int,
-) -> None:
-    """One preemptible launch; `counter` (int32 on the GPU) is the next_vb."""
-    entry = EntryPoint.preemptible(call.spec, call.params)
-    gpu.launch(
-        entry,
-        grid,
-        [call.args(), _i32(call.n_vb), _ptr(counter.data_ptr()), _ptr(preempt)],
-    )
-
-
-def assert_matches_reference(call: Call, got: dict[str, torch.Tensor]) -> None:
-    for name in call.outputs:
-        want = call.expected[name]
-        diff = (got[name] - want).abs().nan_to_num(float("inf")).max().item()
-        assert torch.allclose(got[name], want, rtol=RTOL, atol=ATOL), (
-            f"{call.where()}: output {name!r} differs from torch by up to {diff:.3g} "
-            f"({PRECISION})"
-        )
-
-
-def assert_bitwise(call: Call, got: dict[str, torch.Tensor], want: dict, how: str):
-    for name in call.outputs:
-        same = torch.equal(got[name].view(torch.int32), want[name].view(torch.int32))
-        assert same, f"{call.where()}: {how} is not bit-identical to the plain form"
-
 
 # --- shapes -----------------------------------------------------------------------
 
@@ -640,7 +386,7 @@ def test_raised_flag_runs_nothing_then_the_same_counter_resumes(gpu, case) -> No
     call.clear_outputs()
     counter, flag = _counter(0), _counter(1)
     run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
-    _sync()
+    sync()
     assert counter.item() == 0, "a CTA claimed a block with the flag raised"
     for name in call.outputs:
         assert call.tensors[name].isnan().all(), "a preempted launch wrote output"
@@ -684,11 +430,11 @@ def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case) -> None:
     call.clear_outputs()
     counter = _counter(0)
     with gpu.mapped_flag() as (flag, flag_ptr):
-        _sync()
+        sync()
         run_preemptible(gpu, call, 1, counter, flag_ptr)
         time.sleep(0.002)
         flag.value = 1
-        _sync()
+        sync()
         stopped_at = counter.item()
         assert 0 <= stopped_at <= call.n_vb
         if stopped_at == call.n_vb:
@@ -760,13 +506,13 @@ def run_padded(
         rt.n_vb + be_ctas,
         [
             rt.args(),
-            _i32(rt.n_vb),
+            i32(rt.n_vb),
             be.args(),
-            _i32(be.n_vb),
-            _ptr(be_next.data_ptr()),
-            _ptr(claims.data_ptr()),
-            _i32(be_budget),
-            _ptr(preempt),
+            i32(be.n_vb),
+            ptr(be_next.data_ptr()),
+            ptr(claims.data_ptr()),
+            i32(be_budget),
+            ptr(preempt),
         ],
     )
 
@@ -800,7 +546,7 @@ def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     be_next = _counter(0)
     budget = max(1, be.n_vb // 3)
     run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
-    _sync()
+    sync()
     assert be_next.item() == budget, "the BE share overran its block budget"
     assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a budgeted launch")
     run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
@@ -811,6 +557,6 @@ def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     be.clear_outputs()
     be_next, raised = _counter(0), _counter(1)
     run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, raised.data_ptr())
-    _sync()
+    sync()
     assert be_next.item() == 0
     assert_bitwise(rt, rt.result(), rt_plain, "RT side beside a preempted BE side")
