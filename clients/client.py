@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import zmq
 
+from reefd.batching import BatchRule
 from reefd.config import default_socket_path
 from reefd.errors import DaemonUnavailable, ProtocolError, RequestTimeout, from_wire
 from reefd.graph import KernelGraph
@@ -103,8 +104,13 @@ class Client:
         priority: str = "be",
         slo_ms: float | None = None,
         name: str | None = None,
+        batch: BatchRule | None = None,
     ) -> int:
-        """Send a graph and its weights once; returns the model id."""
+        """Send a graph and its weights once; returns the model id.
+
+        With `batch` (a dynamic-batch rule from lowering) the model serves any
+        batch size up to `batch.max_batch`.
+        """
         frames = [_tensor_frame(weights[b.name])[1] for b in graph.weights]
         header = {
             "graph": graph.to_wire(),
@@ -113,6 +119,8 @@ class Client:
         }
         if slo_ms is not None:
             header["slo_ms"] = slo_ms
+        if batch is not None:
+            header["batch"] = batch.to_wire()
         reply = self._request(Kind.REGISTER, header, frames)
         return int(reply.header["model"])
 

@@ -1,37 +1,45 @@
 """Lowering: a torch module -> a KernelGraph of catalog kernels, plus its weights.
 
-Owns the pipeline torch.export -> core ATen -> KernelGraph: constant folding,
-batch norm folded into convolutions, relu fused into its producer, views and
-reshapes as buffer aliases (no kernel), scratch buffers reused by liveness, and
-UnsupportedOp errors naming the ATen op and the user's source line. Imports
-torch, reefd.errors, reefd.graph and reefd.kernels.catalog; no sockets, no I/O.
+Owns the pipeline torch.export -> core ATen -> KernelGraph: walking the exported
+graph, constant folding, views as strided Values (a copy kernel only where a
+consumer needs dense memory), buffer assignment with scratch reused by liveness,
+and UnsupportedOp errors naming the ATen op, its input shapes and the user's
+source line. The per-op handlers are in lower_ops.py, the values they work on in
+lower_ir.py. Imports torch, reefd.errors, reefd.graph and reefd.kernels.catalog;
+no sockets, no I/O.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-import os
-import re
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx
 from torch.export.graph_signature import InputKind, OutputKind
 
-from reefd.errors import UnsupportedOp
+from reefd.batching import BatchRule, derive, validate_all
+from reefd.clients.lower_ir import (
+    Call,
+    Const,
+    Storage,
+    Value,
+    collapse,
+    dense_strides,
+    node_shape,
+    numel,
+    where,
+)
+from reefd.errors import GraphError, UnsupportedOp
 from reefd.graph import Buffer, KernelCall, KernelGraph, Role, validate
 from reefd.kernels import catalog
+from reefd.kernels.spec import DTYPE_NAME
 
-aten = torch.ops.aten
-DTYPE = "float32"
-_FUSES_RELU = ("conv2d", "linear", "add")
-_TRANSPOSES = (aten.t.default, aten.permute.default, aten.transpose.int)
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+INPUT_DTYPES = ("float32", "int64")
+"""What a model's inputs may be: float32 tensors, and int64 ids (embeddings)."""
+COPY_DIMS = 6
+"""Dims of the strided_copy kernel (after merging contiguous ones)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class Lowered:
     weights: dict[str, torch.Tensor]
     input_names: list[str]
     output_names: list[str]
+    batch: BatchRule | None = None
+    """Set when the graph serves every batch up to `batch.max_batch`."""
 
     @property
     def weight_bytes(self) -> int:
@@ -52,46 +62,25 @@ class Lowered:
         return sum(b.nbytes for b in self.graph.by_role(Role.SCRATCH))
 
 
-@dataclass(eq=False)
-class _Const:
-    """A value known at lowering time; `origin` names where it came from."""
-
-    value: Any
-    origin: str
-    transpose_of: _Const | None = None
-
-
-@dataclass(eq=False)
-class _Storage:
-    """The memory of one computed value before buffers are assigned.
-
-    Aliases (views, reshapes) share one storage. Input, weight and output
-    storages carry their buffer name; scratch ones get a slot at assignment.
-    """
-
-    numel: int
-    role: Role
-    shape: tuple[int, ...]
-    name: str = ""
-    tensor: torch.Tensor | None = None
-
-
-@dataclass(eq=False)
-class _Call:
-    kernel: str
-    args: dict[str, _Storage]
-    params: dict[str, Any]
-    where: str
-
-
-@dataclass(eq=False)
-class _Value:
-    """A tensor in a storage. `call` is set only on the exact output of a call
-    (not on aliases): the peepholes (relu fusion, BN folding) rewrite it."""
-
-    storage: _Storage
-    shape: tuple[int, ...]
-    call: _Call | None = None
+def export(
+    model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]
+) -> torch.export.ExportedProgram:
+    """torch.export, then the core ATen decompositions, in eval mode."""
+    for i, t in enumerate(example_inputs):
+        name = DTYPE_NAME.get(t.dtype) if isinstance(t, torch.Tensor) else None
+        if name not in INPUT_DTYPES:
+            what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise UnsupportedOp(
+                f"input {i} is {what}; reefd lowers {' and '.join(INPUT_DTYPES)} "
+                "inputs only"
+            )
+    model.eval()
+    with warnings.catch_warnings():
+        # torch 2.13's own pytree code trips its LeafSpec deprecation; not ours.
+        warnings.filterwarnings(
+            "ignore", message=".*LeafSpec.*", category=FutureWarning
+        )
+        return torch.export.export(model, tuple(example_inputs)).run_decompositions()
 
 
 def lower(
@@ -100,24 +89,56 @@ def lower(
     name: str | None = None,
     *,
     reuse_scratch: bool = True,
+    max_batch: int | None = None,
 ) -> Lowered:
     """Lower `model` for `example_inputs` to a validated KernelGraph.
 
+    With `max_batch`, dim 0 of every input is the batch: the graph is lowered
+    at two batch sizes and serves any batch from 1 to `max_batch` (see
+    reefd.batching); UnsupportedOp if the model is not affine in the batch.
     Raises UnsupportedOp naming the ATen op and the user's source line when the
     catalog lacks a kernel for it (or for its dtype).
     """
-    for i, t in enumerate(example_inputs):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-            what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-            raise UnsupportedOp(f"input {i} is {what}; reefd lowers {DTYPE} only")
-    model.eval()
-    with warnings.catch_warnings():
-        # torch 2.13's own pytree code trips its LeafSpec deprecation; not ours.
-        warnings.filterwarnings(
-            "ignore", message=".*LeafSpec.*", category=FutureWarning
-        )
-        ep = torch.export.export(model, tuple(example_inputs)).run_decompositions()
-    lw = _Lowerer(ep)
+    if max_batch is None:
+        return _lower_once(model, example_inputs, name, reuse_scratch)
+    if max_batch < 2:
+        raise ValueError(f"max_batch must be >= 2, got {max_batch}")
+    low_batch = 2 if max_batch > 2 else 1
+    high = _lower_once(
+        model, _with_batch(example_inputs, max_batch), name, reuse_scratch
+    )
+    low = _lower_once(
+        model, _with_batch(example_inputs, low_batch), name, reuse_scratch
+    )
+    try:
+        graph, rule = derive(low.graph, high.graph, low_batch, max_batch, max_batch)
+        validate_all(graph, rule)
+    except GraphError as exc:
+        raise UnsupportedOp(
+            f"{name or type(model).__name__} cannot serve a dynamic batch: {exc}"
+        ) from None
+    return replace(high, batch=rule)
+
+
+def _with_batch(
+    inputs: tuple[torch.Tensor, ...], batch: int
+) -> tuple[torch.Tensor, ...]:
+    """The inputs with `batch` rows along dim 0 (rows repeated cyclically)."""
+    out = []
+    for i, t in enumerate(inputs):
+        if t.dim() == 0 or t.shape[0] == 0:
+            raise UnsupportedOp(f"input {i} has no batch dim (dim 0) to vary")
+        out.append(t[torch.arange(batch) % t.shape[0]])
+    return tuple(out)
+
+
+def _lower_once(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    name: str | None,
+    reuse_scratch: bool,
+) -> Lowered:
+    lw = Lowerer(export(model, example_inputs))
     lw.walk()
     graph = lw.finish(name or type(model).__name__, reuse_scratch)
     validate(graph)
@@ -130,21 +151,24 @@ def lower(
     )
 
 
-class _Lowerer:
+class Lowerer:
     """Walks an ExportedProgram's graph once, building calls on storages."""
 
     def __init__(self, ep: torch.export.ExportedProgram) -> None:
         self.ep = ep
         self.env: dict[fx.Node, Any] = {}
-        self.calls: list[_Call] = []
-        self.inputs: list[_Storage] = []
-        self.outputs: list[_Storage] = []
+        self.calls: list[Call] = []
+        self.inputs: list[Storage] = []
+        self.outputs: list[Storage] = []
         self.weight_tensors: dict[str, torch.Tensor] = {}
-        self._weights: dict[_Const, _Storage] = {}
+        self._weights: dict[Const, Storage] = {}
 
     # -- walking ---------------------------------------------------------------
 
     def walk(self) -> None:
+        from reefd.clients.lower_ops import HANDLERS
+
+        self._handlers = HANDLERS
         specs = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
@@ -158,34 +182,37 @@ class _Lowerer:
 
     def _placeholder(self, node: fx.Node, spec: Any) -> Any:
         if spec.kind is InputKind.USER_INPUT:
-            shape = _shape(node)
-            storage = _Storage(
-                math.prod(shape), Role.INPUT, shape, f"in{len(self.inputs)}"
+            shape = node_shape(node)
+            dtype = DTYPE_NAME[node.meta["val"].dtype]
+            storage = Storage(
+                numel(shape), Role.INPUT, shape, f"in{len(self.inputs)}", dtype=dtype
             )
             self.inputs.append(storage)
-            return _Value(storage, shape)
+            return Value(storage, shape)
         if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
             found = self.ep.state_dict.get(spec.target)
             tensor = self.ep.constants[spec.target] if found is None else found
-            return _Const(tensor.detach(), spec.target)
+            return Const(tensor.detach(), spec.target)
         if spec.kind is InputKind.CONSTANT_TENSOR:
-            return _Const(self.ep.constants[spec.target].detach(), spec.target)
+            return Const(self.ep.constants[spec.target].detach(), spec.target)
         raise self.unsupported(node, f"input kind {spec.kind.name}")
 
     def _call_function(self, node: fx.Node) -> Any:
-        if all(isinstance(self.env[n], _Const) for n in node.all_input_nodes):
+        if all(isinstance(self.env[n], Const) for n in node.all_input_nodes):
             return self._fold(node)
         val = node.meta.get("val")
-        if isinstance(val, torch.Tensor) and val.dtype != torch.float32:
-            raise self.unsupported(node, f"it produces {val.dtype}; {DTYPE} only")
-        handler = _HANDLERS.get(node.target)
+        if isinstance(val, torch.Tensor) and DTYPE_NAME.get(val.dtype) not in (
+            INPUT_DTYPES
+        ):
+            raise self.unsupported(node, f"it produces {val.dtype}")
+        handler = self._handlers.get(node.target)
         if handler is None:
-            handler = _HANDLERS.get(getattr(node.target, "overloadpacket", None))
+            handler = self._handlers.get(getattr(node.target, "overloadpacket", None))
         if handler is None:
             raise self.unsupported(node)
         return handler(self, node)
 
-    def _fold(self, node: fx.Node) -> _Const:
+    def _fold(self, node: fx.Node) -> Const:
         """Evaluate a node whose inputs are all constants, now, with torch."""
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._const_value)
         with torch.no_grad():
@@ -193,7 +220,7 @@ class _Lowerer:
         consts = [self.env[n] for n in node.all_input_nodes]
         stem = consts[0].origin if consts else node.name
         op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-        folded = _Const(value, f"{stem}.{op}")
+        folded = Const(value, f"{stem}.{op}")
         if len(consts) == 1 and _is_transpose_2d(node):
             folded.transpose_of = consts[0]
         return folded
@@ -206,71 +233,133 @@ class _Lowerer:
         for arg, spec in zip(node.args[0], specs, strict=True):
             if spec.kind is not OutputKind.USER_OUTPUT:
                 raise self.unsupported(node, f"model output kind {spec.kind.name}")
-            got = self.env[arg] if isinstance(arg, fx.Node) else arg
-            name = f"out{len(self.outputs)}"
-            if isinstance(got, _Const) and isinstance(got.value, torch.Tensor):
-                got = _Value(self.weight(got), tuple(got.value.shape) or (1,))
-            if not isinstance(got, _Value):
-                raise UnsupportedOp(f"model output {name} is {type(got).__name__}")
-            src = got.storage
-            if src.role is Role.SCRATCH:  # first claim on a computed value
-                src.role, src.name, src.shape = Role.OUTPUT, name, got.shape
-                self.outputs.append(src)
-                continue
-            out = _Storage(src.numel, Role.OUTPUT, got.shape, name)
-            where = _where(arg) if isinstance(arg, fx.Node) else ""
-            self.calls.append(
-                _Call("copy", {"x": src, "y": out}, {"numel": src.numel}, where)
-            )
-            self.outputs.append(out)
+            self._output(arg)
+
+    def _output(self, arg: Any) -> None:
+        got = self.env[arg] if isinstance(arg, fx.Node) else arg
+        name = f"out{len(self.outputs)}"
+        if isinstance(got, Const) and isinstance(got.value, torch.Tensor):
+            got = Value(self.weight(got), tuple(got.value.shape) or (1,))
+        if not isinstance(got, Value):
+            raise UnsupportedOp(f"model output {name} is {type(got).__name__}")
+        src = got.storage
+        claim = (
+            src.role is Role.SCRATCH and got.is_dense and numel(got.shape) == src.numel
+        )
+        if claim:  # the first claim on a whole computed value: no copy
+            src.role, src.name, src.shape = Role.OUTPUT, name, got.shape
+            self.outputs.append(src)
+            return
+        out = Storage(numel(got.shape), Role.OUTPUT, got.shape, name, dtype=src.dtype)
+        site = where(arg) if isinstance(arg, fx.Node) else ""
+        if got.is_dense and src.dtype == "float32":
+            n = numel(got.shape)
+            self.calls.append(Call("copy", {"x": src, "y": out}, {"numel": n}, site))
+        else:
+            self.calls.append(self.copy_call(got, out, dense_strides(got.shape), 0))
+            self.calls[-1].where = site
+        self.outputs.append(out)
 
     # -- helpers for handlers --------------------------------------------------
 
-    def value(self, node: fx.Node, arg: Any) -> _Value:
+    def view(self, node: fx.Node, arg: Any) -> Value:
+        """The operand as it is: possibly a strided view of its storage."""
         got = self.env.get(arg) if isinstance(arg, fx.Node) else None
-        if isinstance(got, _Const) and isinstance(got.value, torch.Tensor):
-            return _Value(self.weight(got), tuple(got.value.shape))
-        if not isinstance(got, _Value):
+        if isinstance(got, Const) and isinstance(got.value, torch.Tensor):
+            return Value(self.weight(got), tuple(got.value.shape) or (1,))
+        if not isinstance(got, Value):
             raise self.unsupported(node, f"operand {arg!r} is not a tensor")
         return got
 
-    def const(self, node: fx.Node, arg: Any, what: str) -> _Const:
+    def value(self, node: fx.Node, arg: Any) -> Value:
+        """The operand as dense row-major memory (copied if it is a strided view)."""
+        return self.dense(node, self.view(node, arg))
+
+    def dense(self, node: fx.Node, v: Value) -> Value:
+        if v.is_dense:
+            return v
+        if v.dense_copy is None:
+            out = Storage(numel(v.shape), Role.SCRATCH, v.shape, dtype=v.storage.dtype)
+            self.calls.append(self.copy_call(v, out, dense_strides(v.shape), 0, node))
+            v.dense_copy = Value(out, v.shape)
+        return v.dense_copy
+
+    def copy_call(
+        self,
+        src: Value,
+        dst: Storage,
+        dst_strides: tuple[int, ...],
+        dst_offset: int,
+        node: fx.Node | None = None,
+    ) -> Call:
+        """A strided_copy of the view `src` into `dst` at (dst_strides, offset)."""
+        x_strides, x_offset = src.layout()
+        shape, (xs, ys) = collapse(src.shape, x_strides, dst_strides)
+        if len(shape) > COPY_DIMS:
+            raise UnsupportedOp(
+                f"a copy of a {len(shape)}-D strided view (strided_copy takes "
+                f"{COPY_DIMS})" + (f" at {where(node)}" if node is not None else "")
+            )
+        pad = COPY_DIMS - len(shape)
+        params = {
+            "shape": (1,) * pad + shape,
+            "x_strides": (0,) * pad + xs,
+            "x_offset": x_offset,
+            "y_strides": (0,) * pad + ys,
+            "y_offset": dst_offset,
+        }
+        site = where(node) if node is not None else ""
+        return Call("strided_copy", {"x": src.storage, "y": dst}, params, site)
+
+    def const(self, node: fx.Node, arg: Any, what: str) -> Const:
         got = self.env.get(arg) if isinstance(arg, fx.Node) else None
-        if not isinstance(got, _Const) or not isinstance(got.value, torch.Tensor):
+        if not isinstance(got, Const) or not isinstance(got.value, torch.Tensor):
             raise self.unsupported(node, f"its {what} must be a constant tensor")
         return got
 
-    def weight(self, const: _Const) -> _Storage:
+    def weight(self, const: Const) -> Storage:
         """The weight storage holding `const` (one per constant)."""
         if const not in self._weights:
             self._weights[const] = self.new_weight(const.value, const.origin)
         return self._weights[const]
 
-    def new_weight(self, tensor: torch.Tensor, origin: str) -> _Storage:
-        if tensor.dtype != torch.float32:
-            raise UnsupportedOp(f"weight {origin!r} is {tensor.dtype}; {DTYPE} only")
+    def new_weight(self, tensor: torch.Tensor, origin: str) -> Storage:
+        dtype = DTYPE_NAME.get(tensor.dtype)
+        if dtype not in INPUT_DTYPES:
+            raise UnsupportedOp(
+                f"weight {origin!r} is {tensor.dtype}; reefd lowers "
+                f"{' and '.join(INPUT_DTYPES)} only"
+            )
         name, i = f"w:{origin}", 1
         while name in self.weight_tensors:
             name, i = f"w:{origin}#{i}", i + 1
         shape = tuple(tensor.shape) or (1,)
         tensor = tensor.detach().contiguous().reshape(shape)
         self.weight_tensors[name] = tensor
-        return _Storage(tensor.numel(), Role.WEIGHT, shape, name, tensor)
+        return Storage(tensor.numel(), Role.WEIGHT, shape, name, tensor, dtype)
 
     def emit(
         self,
         node: fx.Node,
         kernel: str,
-        args: dict[str, _Storage],
+        args: dict[str, Storage],
         params: dict[str, Any],
         shape: tuple[int, ...] | None = None,
-    ) -> _Value:
-        """Append a call writing a new scratch storage shaped like `node`."""
-        shape = shape or _shape(node)
-        out = _Storage(math.prod(shape), Role.SCRATCH, shape)
-        call = _Call(kernel, {**args, "y": out}, params, _where(node))
+    ) -> Value:
+        """Append a call writing a new float32 scratch storage shaped like `node`."""
+        spec = catalog.get(kernel)
+        for op, storage in args.items():
+            if storage.dtype not in spec.operand(op).dtypes:
+                raise self.unsupported(
+                    node,
+                    f"{kernel} takes {op} as {spec.operand(op).dtypes}, "
+                    f"not {storage.dtype}",
+                )
+        shape = shape or node_shape(node)
+        out = Storage(numel(shape), Role.SCRATCH, shape)
+        call = Call(kernel, {**args, "y": out}, params, where(node))
         self.calls.append(call)
-        return _Value(out, shape, call)
+        return Value(out, shape, call)
 
     def unsupported(self, node: fx.Node, reason: str = "") -> UnsupportedOp:
         shapes = [
@@ -279,26 +368,26 @@ class _Lowerer:
         ]
         op = str(node.target) if node.op == "call_function" else node.op
         why = f" ({reason})" if reason else ""
-        where = _where(node) or "no source location recorded"
+        site = where(node) or "no source location recorded"
         return UnsupportedOp(
             f"{op} is not supported by the reefd kernel catalog{why}; "
-            f"input shapes {shapes}; at {where}"
+            f"input shapes {shapes}; at {site}"
         )
 
     # -- buffer assignment -----------------------------------------------------
 
     def finish(self, name: str, reuse_scratch: bool) -> KernelGraph:
         slots = _assign_scratch(self.calls, reuse_scratch)
-        weights: dict[str, _Storage] = {}
+        weights: dict[str, Storage] = {}
         for call in self.calls:
             for s in call.args.values():
                 if s.role is Role.WEIGHT:
                     weights.setdefault(s.name, s)
         buffers = [
-            *(Buffer(s.name, DTYPE, s.shape, Role.INPUT) for s in self.inputs),
-            *(Buffer(s.name, DTYPE, s.shape, Role.WEIGHT) for s in weights.values()),
-            *(Buffer(n, DTYPE, (numel,), Role.SCRATCH) for n, numel in slots),
-            *(Buffer(s.name, DTYPE, s.shape, Role.OUTPUT) for s in self.outputs),
+            *(Buffer(s.name, s.dtype, s.shape, Role.INPUT) for s in self.inputs),
+            *(Buffer(s.name, s.dtype, s.shape, Role.WEIGHT) for s in weights.values()),
+            *(Buffer(n, dtype, (size,), Role.SCRATCH) for n, dtype, size in slots),
+            *(Buffer(s.name, s.dtype, s.shape, Role.OUTPUT) for s in self.outputs),
         ]
         calls = tuple(
             KernelCall(
@@ -309,340 +398,87 @@ class _Lowerer:
         return KernelGraph(name, tuple(buffers), calls)
 
 
-def _assign_scratch(calls: list[_Call], reuse: bool) -> list[tuple[str, int]]:
-    """Give every scratch storage a slot name; returns the slots as (name, numel).
+def _assign_scratch(calls: list[Call], reuse: bool) -> list[tuple[str, str, int]]:
+    """Give every scratch storage a slot; returns the slots as (name, dtype, numel).
 
-    With `reuse`, a slot whose storage's last reader has run goes back to a free
-    pool; a later producer takes the best-fitting free slot (growing the largest
-    if none is big enough). Kernels that allow in place take a slot freed by
-    their own inputs.
+    A storage is live from its first write to its last use (read or write: a
+    concatenation is written by several calls). With `reuse`, storages share a
+    slot when their lifetimes do not overlap, assigned greedily by size (the
+    largest first, each into the smallest slot it can share, else a new slot;
+    the "greedy by size" planner for shared objects of Pisarchyk and Lee, 2020).
+    An in-place kernel's output may also take the slot of an input it reads
+    element for element whose life ends at that call.
     """
-    last_read: dict[_Storage, int] = {}
+    first: dict[Storage, int] = {}
+    last: dict[Storage, int] = {}
     for i, call in enumerate(calls):
-        for op, s in call.args.items():
-            if op != "y":
-                last_read[s] = i
-    sizes: list[int] = []
-    free: list[int] = []
-    slot_of: dict[_Storage, int] = {}
-
-    def take(numel: int) -> int:
-        fits = [j for j in free if sizes[j] >= numel]
-        if fits:
-            j = min(fits, key=lambda j: sizes[j])
-        elif free:
-            j = max(free, key=lambda j: sizes[j])
-            sizes[j] = numel
-        else:
-            sizes.append(numel)
-            return len(sizes) - 1
-        free.remove(j)
-        return j
-
+        for st in call.args.values():
+            if st.role is Role.SCRATCH:
+                first.setdefault(st, i)
+                last[st] = i
+    handover: set[tuple[Storage, Storage]] = set()
     for i, call in enumerate(calls):
         out = call.args["y"]
-        reads = dict.fromkeys(s for op, s in call.args.items() if op != "y")
-        dying = [slot_of[s] for s in reads if s in slot_of and last_read[s] == i]
-        if reuse and catalog.get(call.kernel).inplace_ok:
-            free.extend(dying)
-            dying = []
-        if out.role is Role.SCRATCH:
-            slot_of[out] = take(out.numel)
-            if out not in last_read:
-                dying.append(slot_of[out])
-        if reuse:
-            free.extend(dying)
-    names = [f"s{j}" for j in range(len(sizes))]
-    for s, j in slot_of.items():
-        s.name = names[j]
-    return list(zip(names, sizes, strict=True))
+        if out in first and first[out] == i and catalog.get(call.kernel).inplace_ok:
+            for st in _elementwise_inputs(call):
+                if st in last and last[st] == i:
+                    handover.add((st, out))
 
+    def apart(a: Storage, b: Storage) -> bool:
+        if last[a] < first[b] or last[b] < first[a]:
+            return True
+        return (a, b) in handover or (b, a) in handover
 
-# -- op handlers: each takes the lowerer and a node, returns the node's value ---
-
-
-def _on_convolution(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    x = lw.value(node, a["input"])
-    w = lw.const(node, a["weight"], "weight")
-    if a["transposed"] or len(x.shape) != 4 or w.value.dim() != 4:
-        raise lw.unsupported(node, "only 2-D, non-transposed convolution")
-    args = {"x": x.storage, "w": lw.weight(w)}
-    if a["bias"] is not None:
-        args["bias"] = lw.weight(lw.const(node, a["bias"], "bias"))
-    n, c_in, h, wd = x.shape
-    c_out, _, kh, kw = w.value.shape
-    params = {
-        **{"n": n, "c_in": c_in, "h": h, "w": wd, "c_out": c_out, "kh": kh, "kw": kw},
-        "stride": _pair(a["stride"]),
-        "padding": _pair(a["padding"]),
-        "dilation": _pair(a["dilation"]),
-        "groups": a["groups"],
-        "act": "none",
-    }
-    return lw.emit(node, "conv2d", args, params)
-
-
-def _on_batch_norm(lw: _Lowerer, node: fx.Node) -> tuple:
-    """Fold inference batch norm into the conv2d call that produced its input."""
-    a = _bound(node)
-    x = lw.value(node, a["input"])
-    conv = x.call
-    if conv is None or conv.kernel != "conv2d" or len(a["input"].users) != 1:
-        reason = "batch norm is lowered only when folded into the conv right before it"
-        raise lw.unsupported(node, reason)
-    mean = lw.const(node, a["running_mean"], "running mean")
-    var = lw.const(node, a["running_var"], "running var").value.double()
-    scale = torch.rsqrt(var + a["eps"])
-    if a["weight"] is not None:
-        scale = scale * lw.const(node, a["weight"], "weight").value.double()
-    shift = -mean.value.double() * scale
-    if a["bias"] is not None:
-        shift = shift + lw.const(node, a["bias"], "bias").value.double()
-    old_w, old_b = conv.args["w"], conv.args.get("bias")
-    new_w = old_w.tensor.double() * scale.view(-1, 1, 1, 1)
-    new_b = shift if old_b is None else old_b.tensor.double() * scale + shift
-    tag = mean.origin.rsplit(".", 1)[0]
-    w_origin = old_w.name.removeprefix("w:")
-    b_origin = old_b.name.removeprefix("w:") if old_b else _sibling(w_origin, "bias")
-    conv.args["w"] = lw.new_weight(new_w.float(), f"{w_origin}+{tag}")
-    conv.args["bias"] = lw.new_weight(new_b.float(), f"{b_origin}+{tag}")
-    return (x, None, None)
-
-
-def _on_getitem(lw: _Lowerer, node: fx.Node) -> Any:
-    seq, index = node.args
-    got = lw.env[seq]
-    if not isinstance(got, tuple) or got[index] is None:
-        raise lw.unsupported(node, f"item {index} of {seq.target} is not lowered")
-    item = got[index]
-    if len(seq.users) != 1:  # other readers: no peephole may rewrite its producer
-        return _Value(item.storage, item.shape)
-    return item
-
-
-def _on_relu(lw: _Lowerer, node: fx.Node) -> _Value:
-    """Fuse into the producer's epilogue when this relu is its only reader."""
-    src = node.args[0]
-    x = lw.value(node, src)
-    call = x.call
-    if (
-        call is not None
-        and call.kernel in _FUSES_RELU
-        and call.params["act"] == "none"
-        and len(src.users) == 1
-    ):
-        call.params["act"] = "relu"
-        return _Value(x.storage, x.shape)
-    return lw.emit(node, "relu", {"x": x.storage}, {"numel": x.storage.numel})
-
-
-def _on_add(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    if a["alpha"] != 1 or not isinstance(a["other"], fx.Node):
-        raise lw.unsupported(node, "only tensor + tensor with alpha 1")
-    x, y = lw.value(node, a["self"]), lw.value(node, a["other"])
-    if not x.shape == y.shape == _shape(node):
-        raise lw.unsupported(node, "add needs two tensors of one shape (no broadcast)")
-    args = {"a": x.storage, "b": y.storage}
-    return lw.emit(node, "add", args, {"numel": x.storage.numel, "act": "none"})
-
-
-def _on_addmm(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    if a["beta"] != 1 or a["alpha"] != 1:
-        raise lw.unsupported(node, "only beta = alpha = 1")
-    bias = lw.const(node, a["self"], "bias")
-    return _linear(lw, node, a["mat1"], a["mat2"], bias)
-
-
-def _on_mm(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    return _linear(lw, node, a["self"], a["mat2"], None)
-
-
-def _linear(
-    lw: _Lowerer, node: fx.Node, x_arg: Any, wt_arg: Any, bias: _Const | None
-) -> _Value:
-    """x[m,k] @ wT[k,n] (+ bias[n]) as `linear` with w = wT.T, a constant."""
-    x = lw.value(node, x_arg)
-    wt = lw.const(node, wt_arg, "second matrix")
-    (m, k), n = x.shape, wt.value.shape[1]
-    if wt.transpose_of is None:
-        wt.transpose_of = _Const(wt.value.t().contiguous(), f"{wt.origin}.T")
-    args = {"x": x.storage, "w": lw.weight(wt.transpose_of)}
-    if bias is not None:
-        if tuple(bias.value.shape) != (n,):
-            raise lw.unsupported(node, f"bias must be [{n}]")
-        args["bias"] = lw.weight(bias)
-    return lw.emit(node, "linear", args, {"m": m, "n": n, "k": k, "act": "none"})
-
-
-def _on_max_pool(lw: _Lowerer, node: fx.Node) -> tuple:
-    a = _bound(node)
-    if any(u.target is not operator.getitem or u.args[1] != 0 for u in node.users):
-        raise lw.unsupported(node, "its indices are used")
-    kernel = _pair(a["kernel_size"])
-    params = {
-        **_nchw(lw, node, a["self"]),
-        "kernel": kernel,
-        "stride": _pair(a["stride"]) or kernel,
-        "padding": _pair(a["padding"]),
-        "dilation": _pair(a["dilation"]),
-        "ceil_mode": bool(a["ceil_mode"]),
-    }
-    x = lw.value(node, a["self"])
-    shape = tuple(node.meta["val"][0].shape)
-    return (lw.emit(node, "max_pool2d", {"x": x.storage}, params, shape), None)
-
-
-def _on_avg_pool(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    kernel = _pair(a["kernel_size"])
-    params = {
-        **_nchw(lw, node, a["self"]),
-        "kernel": kernel,
-        "stride": _pair(a["stride"]) or kernel,
-        "padding": _pair(a["padding"]),
-        "ceil_mode": bool(a["ceil_mode"]),
-        "count_include_pad": bool(a["count_include_pad"]),
-        "divisor_override": a["divisor_override"] or 0,
-    }
-    x = lw.value(node, a["self"])
-    return lw.emit(node, "avg_pool2d", {"x": x.storage}, params)
-
-
-def _on_adaptive_avg_pool(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    out_h, out_w = _pair(a["output_size"])
-    params = {**_nchw(lw, node, a["self"]), "out_h": out_h, "out_w": out_w}
-    x = lw.value(node, a["self"])
-    return lw.emit(node, "adaptive_avg_pool2d", {"x": x.storage}, params)
-
-
-def _on_mean(lw: _Lowerer, node: fx.Node) -> _Value:
-    """The mean over H and W of NCHW is adaptive pooling to 1x1."""
-    a = _bound(node)
-    x = lw.value(node, a["self"])
-    dims = sorted(d % len(x.shape) for d in a["dim"] or ())
-    if len(x.shape) != 4 or dims != [2, 3] or a["dtype"] is not None:
-        raise lw.unsupported(node, "only the mean over the last two dims of NCHW")
-    params = {**_nchw(lw, node, a["self"]), "out_h": 1, "out_w": 1}
-    return lw.emit(node, "adaptive_avg_pool2d", {"x": x.storage}, params)
-
-
-def _on_softmax(lw: _Lowerer, node: fx.Node) -> _Value:
-    a = _bound(node)
-    x = lw.value(node, a["self"])
-    if a["half_to_float"] or a["dim"] % len(x.shape) != len(x.shape) - 1:
-        raise lw.unsupported(node, "only softmax over the last dim")
-    cols = x.shape[-1]
-    params = {"rows": x.storage.numel // cols, "cols": cols}
-    return lw.emit(node, "softmax", {"x": x.storage}, params)
-
-
-def _on_alias(lw: _Lowerer, node: fx.Node) -> _Value:
-    """Ops that keep the row-major element order: the result shares the buffer."""
-    if node.target is aten.dropout.default and node.args[2]:
-        raise lw.unsupported(node, "dropout in training mode")
-    x = lw.value(node, node.args[0])
-    return _Value(x.storage, _shape(node))
-
-
-_HANDLERS: dict[Any, Callable[[_Lowerer, fx.Node], Any]] = {
-    aten.convolution.default: _on_convolution,
-    aten._native_batch_norm_legit_no_training.default: _on_batch_norm,
-    operator.getitem: _on_getitem,
-    aten.relu.default: _on_relu,
-    aten.add.Tensor: _on_add,
-    aten.addmm.default: _on_addmm,
-    aten.mm.default: _on_mm,
-    aten.max_pool2d_with_indices.default: _on_max_pool,
-    aten.avg_pool2d.default: _on_avg_pool,
-    aten._adaptive_avg_pool2d.default: _on_adaptive_avg_pool,
-    aten.mean.dim: _on_mean,
-    aten._softmax.default: _on_softmax,
-    aten.dropout.default: _on_alias,
-    **dict.fromkeys(
-        (
-            aten.view,
-            aten._unsafe_view,
-            aten.reshape,
-            aten.flatten,
-            aten.squeeze,
-            aten.unsqueeze,
-            aten.clone,
-            aten.alias,
-            aten.detach,
-        ),
-        _on_alias,
-    ),
-}
-
-
-# -- small helpers ---------------------------------------------------------------
-
-
-def _bound(node: fx.Node) -> dict[str, Any]:
-    """The node's arguments by schema name, defaults filled in."""
-    out: dict[str, Any] = {}
-    for i, arg in enumerate(node.target._schema.arguments):
-        if i < len(node.args):
-            out[arg.name] = node.args[i]
-        elif arg.name in node.kwargs:
-            out[arg.name] = node.kwargs[arg.name]
+    slots: list[list[Storage]] = []
+    slot_of: dict[Storage, int] = {}
+    for st in sorted(first, key=lambda x: (-x.numel, first[x])):
+        fits = [
+            j
+            for j, members in enumerate(slots)
+            if reuse
+            and members[0].dtype == st.dtype
+            and all(apart(st, other) for other in members)
+        ]
+        if fits:
+            j = min(fits, key=lambda j: slots[j][0].numel)
+            slots[j].append(st)
         else:
-            out[arg.name] = arg.default_value if arg.has_default_value() else None
-    return out
+            j = len(slots)
+            slots.append([st])
+        slot_of[st] = j
+    order = sorted(range(len(slots)), key=lambda j: min(first[m] for m in slots[j]))
+    names = {j: f"s{k}" for k, j in enumerate(order)}
+    for st, j in slot_of.items():
+        st.name = names[j]
+    return [(names[j], slots[j][0].dtype, slots[j][0].numel) for j in order]
 
 
-def _shape(node: fx.Node) -> tuple[int, ...]:
-    return tuple(int(d) for d in node.meta["val"].shape)
+def _elementwise_inputs(call: Call) -> set[Storage]:
+    """Inputs of an in-place kernel viewed exactly like its output `y`: only
+    these may hand their slot to y (graph.validate checks the same rule)."""
+    spec = catalog.get(call.kernel)
+    shapes = spec.shapes(spec.with_defaults(call.params))
+    out = call.args["y"]
+    return {
+        s
+        for op, s in call.args.items()
+        if op != "y" and s.dtype == out.dtype and shapes[op] == shapes["y"]
+    }
 
 
-def _pair(value: Any) -> list[int]:
-    """An int or 1-/2-int list as a 2-int list ([] stays [])."""
-    if isinstance(value, int):
-        return [value, value]
-    value = [int(v) for v in value]
-    return value * 2 if len(value) == 1 else value
-
-
-def _nchw(lw: _Lowerer, node: fx.Node, arg: Any) -> dict[str, int]:
-    shape = lw.value(node, arg).shape
-    if len(shape) != 4:
-        raise lw.unsupported(node, "only 4-D NCHW input")
-    return dict(zip(("n", "c", "h", "w"), shape, strict=True))
+_TRANSPOSES = (
+    torch.ops.aten.t.default,
+    torch.ops.aten.permute.default,
+    torch.ops.aten.transpose.int,
+)
 
 
 def _is_transpose_2d(node: fx.Node) -> bool:
     """Whether the node swaps the two dims of a 2-D tensor."""
     if node.meta["val"].dim() != 2 or node.target not in _TRANSPOSES:
         return False
-    if node.target is aten.permute.default:
+    if node.target is torch.ops.aten.permute.default:
         return [d % 2 for d in node.args[1]] == [1, 0]
-    if node.target is aten.transpose.int:
+    if node.target is torch.ops.aten.transpose.int:
         return node.args[1] % 2 != node.args[2] % 2
     return True
-
-
-def _sibling(origin: str, leaf: str) -> str:
-    """'conv1.weight' -> 'conv1.bias'."""
-    stem, _, _ = origin.rpartition(".")
-    return f"{stem}.{leaf}" if stem else leaf
-
-
-def _where(node: fx.Node) -> str:
-    """'path:line in func: code' for the innermost user frame of the node's trace."""
-    lines = (node.meta.get("stack_trace") or "").splitlines()
-    where = ""
-    for i, line in enumerate(lines):
-        m = _FRAME.search(line)
-        if m is None or m["file"].startswith(_TORCH_DIR):
-            continue
-        code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        code = "" if _FRAME.search(code) else code
-        path = os.path.relpath(m["file"])
-        path = m["file"] if path.startswith("..") else path
-        where = f"{path}:{m['line']} in {m['func']}" + (f": {code}" if code else "")
-    return where

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from reefd.batching import at_batch, batch_of
 from reefd.clients.client import Client
 from reefd.clients.lower import Lowered, lower
 from reefd.errors import RequestError, UnsupportedOp
@@ -86,14 +87,19 @@ class RemoteModel:
             self.client.unregister(self.model_id)
 
     def _check(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        buffers = self.lowered.graph.inputs
+        graph, rule = self.lowered.graph, self.lowered.batch
+        buffers = graph.inputs
         if len(inputs) != len(buffers):
             raise RequestError(f"model takes {len(buffers)} inputs, got {len(inputs)}")
+        if rule is not None:
+            batch = batch_of(graph, rule, [tuple(t.shape) for t in inputs])
+            buffers = at_batch(graph, batch, rule).inputs
         for i, (t, buf) in enumerate(zip(inputs, buffers, strict=True)):
             if tuple(t.shape) != buf.shape:
+                upto = f" (batch up to {rule.max_batch})" if rule else ""
                 raise RequestError(
                     f"input {i} has shape {list(t.shape)}; the model was compiled for "
-                    f"{list(buf.shape)}"
+                    f"{list(buf.shape)}{upto}"
                 )
         return list(inputs)
 
@@ -111,17 +117,20 @@ def compile(
     socket: str | None = None,
     name: str | None = None,
     fallback: bool = False,
+    max_batch: int | None = None,
 ) -> RemoteModel | LocalModel:
     """Lower `model` with torch.export, register it, and return a callable for it.
 
     `priority` is "rt" (latency-critical, ordered by deadline = arrival + slo_ms)
-    or "be" (best effort). Ops the kernel catalog lacks raise UnsupportedOp, or
-    with `fallback=True` the model runs locally after one warning.
+    or "be" (best effort). With `max_batch`, dim 0 of the inputs is a batch and
+    the model accepts any batch from 1 to `max_batch` without re-registering.
+    Ops the kernel catalog lacks raise UnsupportedOp, or with `fallback=True`
+    the model runs locally after one warning.
     """
     if priority not in ("rt", "be"):
         raise ValueError(f"priority must be 'rt' or 'be', got {priority!r}")
     try:
-        lowered = lower(model, tuple(example_inputs), name=name)
+        lowered = lower(model, tuple(example_inputs), name=name, max_batch=max_batch)
     except UnsupportedOp as exc:
         if not fallback:
             raise
@@ -139,5 +148,6 @@ def compile(
         priority=priority,
         slo_ms=slo_ms,
         name=name or lowered.graph.name,
+        batch=lowered.batch,
     )
     return RemoteModel(client, model_id, lowered, single, owns)

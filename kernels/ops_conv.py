@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from reefd.errors import GraphError
 from reefd.kernels import catalog
+from reefd.kernels.act import ACTS, apply_act
 from reefd.kernels.ops_linear import GemmTile, gemm_smem_bytes, gemm_tile
 from reefd.kernels.spec import KernelSpec, Operand, Param, Params, Shape, positive
-
-ACTS = ("none", "relu")
 
 
 def pair(kernel: str, name: str, value: tuple[int, ...], minimum: int) -> Shape:
@@ -80,9 +79,7 @@ def _conv2d_reference(t: dict[str, torch.Tensor], p: Params) -> None:
         dilation=p["dilation"],
         groups=p["groups"],
     )
-    if p["act"] == "relu":
-        out = torch.relu(out)
-    t["y"].copy_(out)
+    t["y"].copy_(apply_act(out, p["act"]))
 
 
 def _conv2d_flops(p: Params) -> int:

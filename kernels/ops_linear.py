@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from reefd.kernels import catalog
+from reefd.kernels.act import ACTS, apply_act
 from reefd.kernels.spec import KernelSpec, Operand, Param, Params, Shape, positive
-
-ACTS = ("none", "relu")
 
 
 def _linear_shapes(p: Params) -> dict[str, Shape]:
@@ -32,9 +31,7 @@ def _linear_shapes(p: Params) -> dict[str, Shape]:
 
 def _linear_reference(t: dict[str, torch.Tensor], p: Params) -> None:
     out = F.linear(t["x"], t["w"], t.get("bias"))
-    if p["act"] == "relu":
-        out = torch.relu(out)
-    t["y"].copy_(out)
+    t["y"].copy_(apply_act(out, p["act"]))
 
 
 def _linear_flops(p: Params) -> int:

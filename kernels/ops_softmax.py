@@ -1,9 +1,14 @@
 """The row softmax kernel: `softmax` over the last dim of a `[rows, cols]` view.
 
+Optionally scaled and masked, as attention scores are: y[r] = softmax(x[r] *
+scale + mask[r // mask_group]), the mask term only when `mask` is bound (a key
+padding mask [batch, 1, 1, seq] serves every head and query of its batch row
+with mask_group = heads * seq). The input is rounded as torch rounds
+`x * scale + mask`: the product, then the sum (no fused multiply-add).
 The reference computes into a temporary, so `y` may alias `x`. The CUDA bodies
 are in kernels/src/softmax.cu: a warp per row for rows up to 1024 long (8 rows
-per virtual block), else a CTA per row. Imports torch and this package's spec and
-catalog only.
+per virtual block), else a CTA per row. Imports torch, reefd.errors and this
+package's spec and catalog only.
 """
 
 from __future__ import annotations
@@ -12,22 +17,41 @@ import math
 
 import torch
 
+from reefd.errors import GraphError
 from reefd.kernels import catalog
 from reefd.kernels.spec import KernelSpec, Operand, Param, Params, Shape, positive
 
 
 def _softmax_shapes(p: Params) -> dict[str, Shape]:
-    positive("softmax", rows=p["rows"], cols=p["cols"])
-    return {"x": (p["rows"], p["cols"]), "y": (p["rows"], p["cols"])}
+    rows, cols, group = p["rows"], p["cols"], p["mask_group"]
+    positive("softmax", rows=rows, cols=cols, mask_group=group)
+    if rows % group:
+        raise GraphError(
+            f"kernel 'softmax': mask_group={group} does not divide rows={rows}"
+        )
+    return {"x": (rows, cols), "mask": (rows // group, cols), "y": (rows, cols)}
+
+
+def _softmax_input(t: dict[str, torch.Tensor], p: Params) -> torch.Tensor:
+    """x * scale + mask (broadcast over groups of mask_group rows), two roundings.
+
+    `scale` is rounded to float32 first, as the kernel receives it.
+    """
+    x = t["x"] * torch.tensor(p["scale"], dtype=torch.float32).item()
+    mask = t.get("mask")
+    if mask is None:
+        return x
+    rows, cols, group = p["rows"], p["cols"], p["mask_group"]
+    return (x.view(rows // group, group, cols) + mask.unsqueeze(1)).view(rows, cols)
 
 
 def _softmax_reference(t: dict[str, torch.Tensor], p: Params) -> None:
-    t["y"].copy_(torch.softmax(t["x"], dim=-1))
+    t["y"].copy_(torch.softmax(_softmax_input(t, p), dim=-1))
 
 
 def _softmax_flops(p: Params) -> int:
-    # max, subtract, exp, sum and divide: about five operations per element.
-    return 5 * p["rows"] * p["cols"]
+    # scale, mask, max, subtract, exp, sum and divide per element.
+    return 7 * p["rows"] * p["cols"]
 
 
 WARP_MAX_COLS = 1024
@@ -68,14 +92,29 @@ SAMPLE_PARAMS: list[dict] = [
     {"rows": 64, "cols": 1000},
     # A long row (a language-model vocabulary).
     {"rows": 16, "cols": 32000},
+    # DistilBERT attention at batch 8 x seq 128: 12 heads, 1/sqrt(64) scale and
+    # a key padding mask [8, 1, 1, 128] shared by the 12 x 128 rows of a sample.
+    {"rows": 8 * 12 * 128, "cols": 128, "scale": 0.125, "mask_group": 12 * 128},
 ]
 
 softmax = catalog.register(
     KernelSpec(
         name="softmax",
-        summary="y = softmax(x) over the last dim of [rows, cols]; y may alias x",
-        operands=(Operand("x", "read"), Operand("y", "write")),
-        params=(Param("rows", "int"), Param("cols", "int")),
+        summary=(
+            "y = softmax(x * scale + mask[row // mask_group]) over the last dim of "
+            "[rows, cols] (mask optional); y may alias x"
+        ),
+        operands=(
+            Operand("x", "read"),
+            Operand("mask", "read", optional=True),
+            Operand("y", "write"),
+        ),
+        params=(
+            Param("rows", "int"),
+            Param("cols", "int"),
+            Param("scale", "float", required=False, default=1.0),
+            Param("mask_group", "int", required=False, default=1),
+        ),
         shapes=_softmax_shapes,
         reference=_softmax_reference,
         flops=_softmax_flops,

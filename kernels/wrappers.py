@@ -32,7 +32,15 @@ COMMON_HEADER = "reef_common.cuh"
 CTA_THREADS = 256
 """blockDim.x of every entry point (REEF_CTA_THREADS in the common header)."""
 
-_C_POINTEE = {"float32": "float", "int32": "int", "int64": "long long"}
+_C_POINTEE = {
+    "float32": "float",
+    # Half types are raw 16-bit words (NVRTC finds no cuda_fp16.h without an
+    # include path); bodies convert with inline PTX (see src/tc_gemm.cuh).
+    "float16": "unsigned short",
+    "bfloat16": "unsigned short",
+    "int32": "int",
+    "int64": "long long",
+}
 _CTYPE = {"ptr": ctypes.c_void_p, "int": ctypes.c_int32, "float": ctypes.c_float}
 _BODY = re.compile(r"[A-Za-z_]\w*(<[\w\s,.+\-*/()]*>)?")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -350,6 +358,12 @@ def common_header() -> str:
     return (SRC_DIR / COMMON_HEADER).read_text()
 
 
+def src_headers() -> dict[str, str]:
+    """Every `kernels/src/*.cuh` by name, for `#include "x.cuh"` in body files
+    (the common header and shared tile code such as tc_gemm.cuh)."""
+    return {p.name: p.read_text() for p in sorted(SRC_DIR.glob("*.cuh"))}
+
+
 def _unique(items: Iterable[Any], key: Any) -> list[Any]:
     seen: dict[Any, Any] = {}
     for item in items:
@@ -404,9 +418,7 @@ def build_module(
     entries = list(entries)
     source = module_source(entries, sources)
     name = f"{entries[0].name}.cu" if entries else "reef_empty.cu"
-    compiled = nvrtc.compile_cuda(
-        source, name, arch, options, headers={COMMON_HEADER: common_header()}
-    )
+    compiled = nvrtc.compile_cuda(source, name, arch, options, headers=src_headers())
     if missing := [e.name for e in entries if e.name not in compiled.functions]:
         raise CompileError(
             f"{name}: ptxas reported no entry function {missing}", compiled.log

@@ -32,6 +32,7 @@ from reefd.events import (
     UnregisterModel,
 )
 from reefd.executor import Executor
+from reefd.graph import KernelGraph
 from reefd.metrics import Metrics, percentile_us
 from reefd.protocol import Message, error, result
 from reefd.registry import Registry
@@ -52,6 +53,8 @@ class _TaskRecord:
     client_id: int
     req: int
     model_id: int
+    graph: KernelGraph
+    """The graph at this request's batch size (its output shapes)."""
     replied: bool = False
 
 
@@ -158,12 +161,12 @@ class Engine:
     def on_register(self, ev: RegisterModel) -> None:
         self._check_accepting()
         self._registry.check_can_register(ev.client_id)
-        handle = self._device.load(ev.graph, ev.weights)
+        handle = self._device.load(ev.graph, ev.weights, ev.digests)
         slo_ms = ev.slo_ms
         if ev.priority is Priority.RT and slo_ms is None:
             slo_ms = self._default_slo_ms
         entry = self._registry.add_model(
-            ev.client_id, ev.name, ev.graph, handle, ev.priority, slo_ms
+            ev.client_id, ev.name, ev.graph, handle, ev.priority, slo_ms, ev.batch
         )
         log.info(
             "client %d registered model %d %r (%s, %d calls, %d weight bytes)",
@@ -186,8 +189,9 @@ class Engine:
         self._check_accepting()
         entry = self._registry.model_for(ev.client_id, ev.model_id)
         self._registry.check_can_queue(ev.client_id, ev.req)
-        _check_inputs(entry.graph, ev.inputs)
-        memory = self._device.alloc(entry.handle, ev.frames)
+        graph = entry.graph_for([shape for _, shape in ev.inputs])
+        _check_inputs(graph, ev.inputs)
+        memory = self._device.alloc(entry.handle, ev.frames, graph)
         task_id = self._next_task_id
         self._next_task_id += 1
         arrival = ev.recv_us or self._clock_us()
@@ -204,7 +208,7 @@ class Engine:
             deadline_us=deadline,
         )
         self._executor.bind(task_id, entry.handle, memory)
-        self._tasks[task_id] = _TaskRecord(ev.client_id, ev.req, entry.model_id)
+        self._tasks[task_id] = _TaskRecord(ev.client_id, ev.req, entry.model_id, graph)
         self._registry.clients[ev.client_id].live_tasks[ev.req] = task_id
         entry.live_tasks += 1
         self._scheduler.submit(task, self._clock_us())
@@ -282,8 +286,7 @@ class Engine:
         else:
             self._metrics.on_be_done(now)
         outputs = self._device.outputs(memory)
-        graph = self._registry.models[record.model_id].graph
-        descs = [[b.dtype, list(b.shape)] for b in graph.outputs]
+        descs = [[b.dtype, list(b.shape)] for b in record.graph.outputs]
         timing = {
             "latency_us": latency_us,
             "queue_us": (task.started_us or now) - task.arrival_us,
@@ -392,6 +395,7 @@ class Engine:
                 "max_us": max(lat) if lat else None,
             },
             "launches": self._executor.launches,
+            "weights": self._device.weight_stats(),
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reefd.batching import BatchRule
 from reefd.graph import KernelGraph
 from reefd.scheduler.task import Priority
 
@@ -30,6 +31,10 @@ class RegisterModel:
     priority: Priority
     slo_ms: float | None
     name: str
+    digests: dict[str, str]
+    """Weight buffer name -> content digest (weight_pool.digest)."""
+    batch: BatchRule | None = None
+    """Set for a dynamic-batch model (validated at every batch size)."""
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,7 @@ def _check_call(
     except GraphError as exc:
         raise GraphError(f"{where}: {exc}") from None
     bound = _check_operands(where, spec, call, buffers)
+    _check_aliases(where, spec, bound, shapes)
     dtypes = {op: buffers[buf].dtype for op, buf in bound.items()}
     for op_name, extent in spec.extents_bytes(params, dtypes).items():
         buf = buffers[bound[op_name]]
@@ -214,6 +215,26 @@ def _check_call(
     for op in spec.operands:
         if op.name in bound and op.access == "write":
             written.add(bound[op.name])
+
+
+def _check_aliases(
+    where: str, spec: Any, bound: dict[str, str], shapes: dict[str, Any]
+) -> None:
+    """In place is allowed only element for element: an input that shares its
+    buffer with the output must be viewed with the output's shape (a broadcast
+    or gathered read of memory being overwritten would race on a GPU)."""
+    for out in (op for op in spec.operands if op.access == "write"):
+        if out.name not in bound:
+            continue
+        for op in spec.operands:
+            shared = op.access == "read" and bound.get(op.name) == bound[out.name]
+            if shared and tuple(shapes[op.name]) != tuple(shapes[out.name]):
+                raise GraphError(
+                    f"{where}: operand {op.name!r} {list(shapes[op.name])} "
+                    f"shares buffer {bound[op.name]!r} with output "
+                    f"{out.name!r} {list(shapes[out.name])}; in place needs "
+                    "equal shapes"
+                )
 
 
 def _check_operands(

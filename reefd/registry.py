@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reefd.batching import BatchRule, at_batch, batch_of
 from reefd.errors import RequestError, UnknownModel
 from reefd.graph import KernelGraph
 from reefd.scheduler.task import Priority
@@ -26,6 +27,19 @@ class ModelEntry:
     live_tasks: int = 0
     closing: bool = False
     done: int = 0
+    batch: BatchRule | None = None
+    """Set when the model serves any batch up to `batch.max_batch`."""
+    _by_batch: dict[int, KernelGraph] = field(default_factory=dict, repr=False)
+
+    def graph_for(self, input_shapes: list[tuple[int, ...]]) -> KernelGraph:
+        """The graph to run for inputs of these shapes (a fixed-batch model has
+        one; a dynamic-batch one has one per batch size, made once)."""
+        if self.batch is None:
+            return self.graph
+        batch = batch_of(self.graph, self.batch, input_shapes)
+        if batch not in self._by_batch:
+            self._by_batch[batch] = at_batch(self.graph, batch, self.batch)
+        return self._by_batch[batch]
 
 
 @dataclass
@@ -77,10 +91,13 @@ class Registry:
         handle: Any,
         priority: Priority,
         slo_ms: float | None,
+        batch: BatchRule | None = None,
     ) -> ModelEntry:
         model_id = self._next_model_id
         self._next_model_id += 1
-        entry = ModelEntry(model_id, client_id, name, graph, handle, priority, slo_ms)
+        entry = ModelEntry(
+            model_id, client_id, name, graph, handle, priority, slo_ms, batch=batch
+        )
         self.models[model_id] = entry
         self.clients[client_id].models.add(model_id)
         return entry

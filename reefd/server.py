@@ -19,12 +19,14 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from reefd.batching import BatchRule, validate_all
 from reefd.config import DaemonConfig
 from reefd.errors import ConfigError, GraphError, ProtocolError, ReefError
 from reefd.events import (
@@ -51,6 +53,7 @@ from reefd.protocol import (
     result,
 )
 from reefd.scheduler.task import Priority
+from reefd.weight_pool import digest
 
 log = logging.getLogger("reefd.server")
 
@@ -88,6 +91,7 @@ class Server:
         self._ctx: zmq.Context | None = None
         self._router: zmq.Socket | None = None
         self._wake_r, self._wake_w = -1, -1
+        self._register_pool: ThreadPoolExecutor | None = None
         self.address = f"ipc://{config.socket_path}"
 
     # lifecycle --------------------------------------------------------------
@@ -110,6 +114,8 @@ class Server:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # one worker: registrations are prepared in arrival order
+        self._register_pool = ThreadPoolExecutor(1, "reefd-register")
         self._thread = threading.Thread(target=self._run, name="reefd-io", daemon=True)
         self._thread.start()
         log.info("listening on %s", self.address)
@@ -122,6 +128,8 @@ class Server:
     def stop(self, reason: str = "daemon stopped") -> None:
         """Flush queued replies, send DEAD to every client, close and unlink."""
         self._dead_reason = reason
+        if self._register_pool is not None:  # DEAD answers what was not prepared
+            self._register_pool.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
         self._poke()
         if self._thread is not None:
@@ -221,7 +229,9 @@ class Server:
             raise ProtocolError(f"{msg.kind.name} before HELLO: say HELLO first")
         if session.bye_req is not None:
             raise ProtocolError(f"{msg.kind.name} after BYE")
-        self._emit(_EVENT_BUILDERS[msg.kind](self, session, msg))
+        event = _EVENT_BUILDERS[msg.kind](self, session, msg)
+        if event is not None:  # REGISTER emits later, from the register worker
+            self._emit(event)
 
     def _emit(self, event: Event) -> None:
         assert self._sink is not None, "server started without an engine attached"
@@ -263,22 +273,10 @@ class Server:
             ),
         )
 
-    def on_register(self, session: _Session, msg: Message) -> RegisterModel:
+    def on_register(self, session: _Session, msg: Message) -> None:
+        """Check the header here; validate the graph and hash the weights on the
+        register worker, so a big model does not hold up other clients."""
         h = msg.header
-        graph = KernelGraph.from_wire(h.get("graph"))
-        validate(graph)
-        weights = graph.weights
-        if len(msg.frames) != len(weights):
-            raise GraphError(
-                f"graph has {len(weights)} weight buffers but "
-                f"{len(msg.frames)} weight frames came"
-            )
-        for buf, frame in zip(weights, msg.frames, strict=True):
-            if frame_nbytes(frame) != buf.nbytes:
-                raise GraphError(
-                    f"weight {buf.name!r} needs {buf.nbytes} bytes, its frame has "
-                    f"{frame_nbytes(frame)}"
-                )
         priority = h.get("priority", "be")
         if priority not in ("rt", "be"):
             raise ProtocolError(
@@ -293,15 +291,20 @@ class Server:
             raise ProtocolError(
                 f"REGISTER: slo_ms must be a positive number, got {slo_ms!r}"
             )
-        return RegisterModel(
-            session.client_id,
-            msg.req,
-            graph,
-            {b.name: f for b, f in zip(weights, msg.frames, strict=True)},
-            Priority(priority),
-            None if slo_ms is None else float(slo_ms),
-            str(h.get("name", graph.name)),
-        )
+        assert self._register_pool is not None
+        self._register_pool.submit(self._prepare_register, session.client_id, msg)
+
+    def _prepare_register(self, client_id: int, msg: Message) -> None:
+        """On the register worker: emit RegisterModel, or answer with an error."""
+        try:
+            self._emit(_register_event(client_id, msg))
+        except ReefError as exc:
+            self.post(client_id, error(msg.req, exc.code, str(exc)))
+        except Exception as exc:  # a bug must cost one answer, not the daemon
+            log.exception("error preparing a REGISTER")
+            self.post(
+                client_id, error(msg.req, "internal", f"{type(exc).__name__}: {exc}")
+            )
 
     def on_infer(self, session: _Session, msg: Message) -> InferRequest:
         model = _int_field(msg, "model")
@@ -384,7 +387,7 @@ class Server:
             session.pidfd = None
 
 
-_EVENT_BUILDERS: dict[Kind, Callable[[Server, _Session, Message], Event]] = {
+_EVENT_BUILDERS: dict[Kind, Callable[[Server, _Session, Message], Event | None]] = {
     Kind.REGISTER: Server.on_register,
     Kind.UNREGISTER: Server.on_unregister,
     Kind.INFER: Server.on_infer,
@@ -392,6 +395,48 @@ _EVENT_BUILDERS: dict[Kind, Callable[[Server, _Session, Message], Event]] = {
     Kind.STATUS: Server.on_status,
     Kind.BYE: Server.on_bye,
 }
+
+
+def _register_event(client_id: int, msg: Message) -> RegisterModel:
+    """Validate a REGISTER's graph and weight frames; hash the weights."""
+    h = msg.header
+    graph = KernelGraph.from_wire(h.get("graph"))
+    rule = None if h.get("batch") is None else BatchRule.from_wire(h["batch"])
+    validate(graph)
+    if rule is not None:
+        validate_all(graph, rule)
+    weights = graph.weights
+    if len(msg.frames) != len(weights):
+        raise GraphError(
+            f"graph has {len(weights)} weight buffers but "
+            f"{len(msg.frames)} weight frames came"
+        )
+    for buf, frame in zip(weights, msg.frames, strict=True):
+        if frame_nbytes(frame) != buf.nbytes:
+            raise GraphError(
+                f"weight {buf.name!r} needs {buf.nbytes} bytes, its frame has "
+                f"{frame_nbytes(frame)}"
+            )
+    slo_ms = h.get("slo_ms")
+    return RegisterModel(
+        client_id,
+        msg.req,
+        graph,
+        {b.name: f for b, f in zip(weights, msg.frames, strict=True)},
+        Priority(h.get("priority", "be")),
+        None if slo_ms is None else float(slo_ms),
+        str(h.get("name", graph.name)),
+        {
+            b.name: digest(_frame_buffer(f))
+            for b, f in zip(weights, msg.frames, strict=True)
+        },
+        rule,
+    )
+
+
+def _frame_buffer(frame: Any) -> Any:
+    """The bytes-like content of a zmq frame (or of plain bytes in tests)."""
+    return frame.buffer if hasattr(frame, "buffer") else frame
 
 
 def _int_field(msg: Message, name: str) -> int:

@@ -10,13 +10,61 @@
 // can share a padded launch.
 #define REEF_CTA_THREADS 256
 
-// Values of an `act` param: the index of its choice in ("none", "relu").
+// Values of an `act` param: the index of its choice in reefd.kernels.act.ACTS.
+// The order is ABI (tests/unit/test_elementwise_ops.py checks these against it).
 #define REEF_ACT_NONE 0
 #define REEF_ACT_RELU 1
+#define REEF_ACT_RELU6 2
+#define REEF_ACT_GELU 3
+#define REEF_ACT_GELU_TANH 4
+#define REEF_ACT_SILU 5
+#define REEF_ACT_SIGMOID 6
+#define REEF_ACT_TANH 7
+#define REEF_ACT_HARDSWISH 8
+#define REEF_ACT_COUNT 9
 
-// The activation epilogue: v unchanged, or max(v, 0) for REEF_ACT_RELU.
+// min(max(v, lo), hi) as torch.clamp / hardtanh compute it: NaN stays NaN
+// (fminf/fmaxf would drop it), -0.0 inside the range stays -0.0, and lo > hi
+// gives hi.
+__device__ __forceinline__ float reef_clamp(float v, float lo, float hi) {
+  const float r = v < lo ? lo : v;
+  return r > hi ? hi : r;
+}
+
+// The activation epilogue, in torch's own formulas (its CUDA kernels, float
+// opmath), so NaN and inf come out as in torch:
+//   relu       v < 0 ? 0 : v (keeps NaN, as torch.relu; fmaxf would not)
+//   relu6      reef_clamp(v, 0, 6) (hardtanh(0, 6))
+//   gelu       v / 2 * (1 + erf(v / sqrt(2)))  (erf form; -inf gives NaN)
+//   gelu_tanh  v / 2 * (1 + tanh(sqrt(2/pi) * (v + 0.044715 v^3)))
+//   silu       v / (1 + exp(-v)): exp overflows to inf for v << 0, giving -0,
+//              and underflows to 0 for v >> 0, giving v; no NaN for finite v
+//   sigmoid    1 / (1 + exp(-v)), the same way: 0 or 1 at the ends
+//   tanh       tanhf
+//   hardswish  v * clamp(v + 3, 0, 6) / 6 (NaN stays NaN through the product)
 __device__ __forceinline__ float reef_act(float v, int act) {
-  return act == REEF_ACT_RELU ? fmaxf(v, 0.0f) : v;
+  switch (act) {
+    case REEF_ACT_RELU:
+      return v < 0.0f ? 0.0f : v;
+    case REEF_ACT_RELU6:
+      return reef_clamp(v, 0.0f, 6.0f);
+    case REEF_ACT_GELU:
+      return v * 0.5f * (1.0f + erff(v * 0.707106781186547524f));
+    case REEF_ACT_GELU_TANH: {
+      const float inner = 0.797884560802865356f * (v + 0.044715f * (v * v * v));
+      return 0.5f * v * (1.0f + tanhf(inner));
+    }
+    case REEF_ACT_SILU:
+      return v / (1.0f + expf(-v));
+    case REEF_ACT_SIGMOID:
+      return 1.0f / (1.0f + expf(-v));
+    case REEF_ACT_TANH:
+      return tanhf(v);
+    case REEF_ACT_HARDSWISH:
+      return v * fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+    default:  // REEF_ACT_NONE
+      return v;
+  }
 }
 
 // ceil(a / b) for a >= 0, b > 0.

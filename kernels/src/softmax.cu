@@ -1,6 +1,13 @@
-// softmax.cu: y = softmax(x) over the last dim of [rows, cols], float32.
+// softmax.cu: y = softmax(x * scale + mask) over the last dim of [rows, cols],
+// float32.
 //
-// Numerically stable (exp(x - rowmax) / sum), y may alias x (every element is
+// The input of row r, column c is v = x[r][c] * scale + mask[r / mask_group][c]
+// (the mask term only when mask is bound, i.e. non-null), rounded as torch
+// rounds `x * scale + mask`: the product, then the sum (__fmul_rn / __fadd_rn,
+// never contracted to an fma). scale = 1 is exact, so the unscaled, unmasked
+// softmax is unchanged. A -inf mask entry drops its column; a row whose inputs
+// are all -inf gives NaN, as in torch.
+// Numerically stable (exp(v - rowmax) / sum), y may alias x (every element is
 // read before any of its row is written, or read and written by one thread).
 //   softmax_warp_body<VPL>   cols <= 32 * VPL (<= 1024): one warp per row, 8 rows
 //                            per virtual block, the row held in registers.
@@ -15,6 +22,19 @@
 #include "reef_common.cuh"
 
 #define SOFTMAX_NEG_INF __int_as_float(0xff800000)
+
+// The mask row that row `row` adds, or null when no mask is bound.
+__device__ __forceinline__ const float* sm_mask_row(const softmax_args& a,
+                                                    long long row) {
+  return a.mask ? a.mask + (row / a.mask_group) * a.cols : nullptr;
+}
+
+// Column c's input x * scale (+ mask), with torch's two roundings.
+__device__ __forceinline__ float sm_in(const float* xr, const float* mr, float scale,
+                                       int c) {
+  const float v = __fmul_rn(xr[c], scale);
+  return mr ? __fadd_rn(v, mr[c]) : v;
+}
 
 __device__ __forceinline__ float sm_warp_max(float v) {
 #pragma unroll
@@ -59,13 +79,14 @@ __device__ void softmax_warp_body(int vb, const softmax_args& a, char* smem) {
   const long long row = (long long)vb * 8 + (threadIdx.x >> 5);
   if (row < a.rows) {  // warp-uniform; no block barrier below
     const float* xr = a.x + row * cols;
+    const float* mr = sm_mask_row(a, row);
     float* yr = a.y + row * cols;
     float v[VPL];
     float m = SOFTMAX_NEG_INF;
 #pragma unroll
     for (int j = 0; j < VPL; ++j) {
       const int c = lane + 32 * j;
-      v[j] = c < cols ? xr[c] : SOFTMAX_NEG_INF;
+      v[j] = c < cols ? sm_in(xr, mr, a.scale, c) : SOFTMAX_NEG_INF;
       m = fmaxf(m, v[j]);
     }
     m = sm_warp_max(m);
@@ -87,17 +108,19 @@ __device__ void softmax_warp_body(int vb, const softmax_args& a, char* smem) {
 
 template <int VPT>
 __device__ void softmax_block_body(int vb, const softmax_args& a, char* smem) {
+  if (vb >= a.rows) return;  // block-uniform
   float* red = reinterpret_cast<float*>(smem);
   const int cols = a.cols;
   const int tid = threadIdx.x;
   const float* xr = a.x + (long long)vb * cols;
+  const float* mr = sm_mask_row(a, vb);
   float* yr = a.y + (long long)vb * cols;
   float v[VPT];
   float m = SOFTMAX_NEG_INF;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     const int c = tid + 256 * j;
-    v[j] = c < cols ? xr[c] : SOFTMAX_NEG_INF;
+    v[j] = c < cols ? sm_in(xr, mr, a.scale, c) : SOFTMAX_NEG_INF;
     m = fmaxf(m, v[j]);
   }
   m = sm_block_max(m, red);
@@ -126,15 +149,17 @@ __device__ __forceinline__ void sm_merge(float& m, float& s, float m2, float s2)
 }
 
 __device__ void softmax_online_body(int vb, const softmax_args& a, char* smem) {
+  if (vb >= a.rows) return;  // block-uniform
   float* red = reinterpret_cast<float*>(smem);  // [8] max, [8] sum
   const int cols = a.cols;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float* xr = a.x + (long long)vb * cols;
+  const float* mr = sm_mask_row(a, vb);
   float* yr = a.y + (long long)vb * cols;
   const float neg_inf = SOFTMAX_NEG_INF;
   float m = neg_inf, s = 0.0f;
   for (int c = tid; c < cols; c += 256) {
-    const float v = xr[c];
+    const float v = sm_in(xr, mr, a.scale, c);
     if (v > m) {
       s = s * expf(m - v) + 1.0f;  // expf(-inf) = 0 for the first element
       m = v;
@@ -158,7 +183,8 @@ __device__ void softmax_online_body(int vb, const softmax_args& a, char* smem) {
 #pragma unroll
   for (int w = 1; w < 8; ++w) sm_merge(m, s, red[w], red[8 + w]);
   __syncthreads();  // red is free again
-  for (int c = tid; c < cols; c += 256) yr[c] = expf(xr[c] - m) / s;
+  for (int c = tid; c < cols; c += 256)
+    yr[c] = expf(sm_in(xr, mr, a.scale, c) - m) / s;
 }
 
 #endif  // REEF_SOFTMAX_CU

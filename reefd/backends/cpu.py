@@ -14,17 +14,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from reefd.backends.device import Device, DeviceLaunch
 from reefd.errors import BackendError
-from reefd.graph import KernelGraph, Role
+from reefd.graph import Buffer, KernelGraph, Role
 from reefd.kernels import catalog
 from reefd.kernels.spec import TORCH_DTYPE, KernelSpec
 from reefd.scheduler.plan import Completion, CompletionStatus, Stream
+from reefd.weight_pool import WeightKey, WeightPool
+
+
+def _weight_tensor(buf: Buffer, data: Any) -> torch.Tensor:
+    tensor = torch.frombuffer(bytearray(data), dtype=TORCH_DTYPE[buf.dtype])
+    if tensor.numel() != buf.numel:
+        raise BackendError(
+            f"weight {buf.name!r}: {tensor.numel()} elements, want {buf.numel}"
+        )
+    return tensor
 
 
 def now_us() -> int:
@@ -45,12 +55,29 @@ class CpuModel:
     graph: KernelGraph
     weights: dict[str, torch.Tensor]
     calls: list[_PreparedCall]
+    keys: list[WeightKey]
+    variants: dict[int, tuple[KernelGraph, list[_PreparedCall]]] = field(
+        default_factory=dict
+    )
+    """Prepared calls of the graph at other batch sizes, by id(graph) (the graph
+    is kept beside them, so the id stays valid)."""
+
+    def calls_for(self, graph: KernelGraph) -> list[_PreparedCall]:
+        if graph is self.graph:
+            return self.calls
+        found = self.variants.get(id(graph))
+        if found is None or found[0] is not graph:
+            found = (graph, [_prepare(c) for c in graph.calls])
+            self.variants[id(graph)] = found
+        return found[1]
 
 
 @dataclass
 class CpuTaskMemory:
     model: CpuModel
     flats: dict[str, torch.Tensor]
+    graph: KernelGraph
+    calls: list[_PreparedCall]
 
 
 class CpuDevice(Device):
@@ -66,6 +93,7 @@ class CpuDevice(Device):
         self._closing = False
         self._thread: threading.Thread | None = None
         self._waker: Callable[[], None] = lambda: None
+        self._pool: WeightPool[torch.Tensor] = WeightPool()
 
     def describe(self) -> str:
         return (
@@ -82,24 +110,41 @@ class CpuDevice(Device):
         self._thread.start()
 
     # memory ---------------------------------------------------------------
-    def load(self, graph: KernelGraph, weights: Mapping[str, Any]) -> CpuModel:
+    def load(
+        self,
+        graph: KernelGraph,
+        weights: Mapping[str, Any],
+        digests: Mapping[str, str],
+    ) -> CpuModel:
         flats: dict[str, torch.Tensor] = {}
-        for buf in graph.weights:
-            data = weights[buf.name]
-            tensor = torch.frombuffer(bytearray(data), dtype=TORCH_DTYPE[buf.dtype])
-            if tensor.numel() != buf.numel:
-                raise BackendError(
-                    f"weight {buf.name!r}: {tensor.numel()} elements, want {buf.numel}"
+        keys: list[WeightKey] = []
+        try:
+            for buf in graph.weights:
+                key = (digests[buf.name], buf.dtype, buf.nbytes)
+                flats[buf.name] = self._pool.acquire(
+                    key, lambda b=buf: _weight_tensor(b, weights[b.name])
                 )
-            flats[buf.name] = tensor
-        return CpuModel(graph, flats, [_prepare(c) for c in graph.calls])
+                keys.append(key)
+        except BaseException:
+            for key in keys:
+                self._pool.release(key)
+            raise
+        return CpuModel(graph, flats, [_prepare(c) for c in graph.calls], keys)
 
     def unload(self, model: Any) -> None:
         model.weights.clear()
+        for key in model.keys:
+            self._pool.release(key)
+        model.keys.clear()
 
-    def alloc(self, model: CpuModel, inputs: list[Any]) -> CpuTaskMemory:
+    def weight_stats(self) -> dict[str, int]:
+        return self._pool.stats()
+
+    def alloc(
+        self, model: CpuModel, inputs: list[Any], graph: KernelGraph | None = None
+    ) -> CpuTaskMemory:
         flats = dict(model.weights)
-        graph = model.graph
+        graph = graph or model.graph
         for buf, data in zip(graph.inputs, inputs, strict=True):
             flats[buf.name] = torch.frombuffer(
                 bytearray(data), dtype=TORCH_DTYPE[buf.dtype]
@@ -107,10 +152,10 @@ class CpuDevice(Device):
         for buf in graph.buffers:
             if buf.role in (Role.OUTPUT, Role.SCRATCH):
                 flats[buf.name] = torch.empty(buf.numel, dtype=TORCH_DTYPE[buf.dtype])
-        return CpuTaskMemory(model, flats)
+        return CpuTaskMemory(model, flats, graph, model.calls_for(graph))
 
     def outputs(self, memory: CpuTaskMemory) -> list[Any]:
-        return [memory.flats[b.name].numpy() for b in memory.model.graph.outputs]
+        return [memory.flats[b.name].numpy() for b in memory.graph.outputs]
 
     def free(self, memory: CpuTaskMemory) -> None:
         memory.flats.clear()
@@ -188,7 +233,7 @@ def _prepare(call: Any) -> _PreparedCall:
 
 def _execute(launch: DeviceLaunch) -> None:
     memory: CpuTaskMemory = launch.memory
-    prepared = memory.model.calls[launch.call_index]
+    prepared = memory.calls[launch.call_index]
     flats = memory.flats
     tensors = {
         op: flats[buf][:numel].view(shape) for op, buf, numel, shape in prepared.views

@@ -38,18 +38,35 @@ class Device(ABC):
         """Acquire the device; `waker()` is called whenever completions are ready."""
 
     @abstractmethod
-    def load(self, graph: KernelGraph, weights: Mapping[str, Any]) -> Any:
+    def load(
+        self,
+        graph: KernelGraph,
+        weights: Mapping[str, Any],
+        digests: Mapping[str, str],
+    ) -> Any:
         """Copy a validated graph's weights to the device; returns a model handle.
 
-        `weights` maps weight buffer names to bytes-like objects of exact size.
+        `weights` maps weight buffer names to bytes-like objects of exact size,
+        `digests` maps them to content digests (`weight_pool.digest`): weights
+        with equal content share one device copy across models.
         """
+
+    @abstractmethod
+    def weight_stats(self) -> dict[str, int]:
+        """The weight pool's counters (`WeightPool.stats`)."""
 
     @abstractmethod
     def unload(self, model: Any) -> None: ...
 
     @abstractmethod
-    def alloc(self, model: Any, inputs: list[Any]) -> Any:
-        """Allocate one task's buffers and copy its inputs (graph input order)."""
+    def alloc(
+        self, model: Any, inputs: list[Any], graph: KernelGraph | None = None
+    ) -> Any:
+        """Allocate one task's buffers and copy its inputs (graph input order).
+
+        `graph` is the model's graph at this request's batch size when it serves
+        several (same calls and weights, other sizes); None means the loaded one.
+        """
 
     @abstractmethod
     def outputs(self, memory: Any) -> list[Any]:

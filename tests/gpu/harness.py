@@ -1,27 +1,26 @@
 """What every GPU kernel test shares: the driver, random calls, the checks.
 
-`Gpu` loads NVRTC-built entry points on torch's primary context and launches
-them on torch's current stream; `make_call` builds a kernel call's operands on
-the GPU (random, or from `fill`) with its torch reference result; the asserts
-compare against torch (named precision) or bit for bit against the plain form.
+`Gpu` (reefd.kernels.launcher.Launcher) loads NVRTC-built entry points on
+torch's primary context and launches them on torch's current stream;
+`make_call` builds a kernel call's operands on the GPU (random, or from `fill`)
+with its torch reference result; the asserts compare against torch (named
+precision) or bit for bit against the plain form.
 The `gpu` fixture lives in tests/gpu/conftest.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from reefd.kernels import catalog
+from reefd.kernels.launcher import Launcher, i32, ptr
 from reefd.kernels.spec import TORCH_DTYPE, KernelSpec
-from reefd.kernels.wrappers import EntryPoint, build_module, pack_args
+from reefd.kernels.wrappers import EntryPoint, pack_args
 
 PRECISION = (
     "float32 kernels vs the torch reference on the same GPU with TF32 off "
@@ -29,7 +28,6 @@ PRECISION = (
     "= False), rtol = atol = 1e-4"
 )
 RTOL = ATOL = 1e-4
-THREADS = 256
 DEVICE = "cuda"
 """Where tensors live (the module-level name lets a harness point it elsewhere)."""
 
@@ -41,101 +39,8 @@ def sync() -> None:
 
 # --- the device -----------------------------------------------------------------
 
-
-class Gpu:
-    """The driver API on torch's primary context: load entries, launch them."""
-
-    def __init__(self) -> None:
-        from cuda.bindings import driver  # lazily: only where a GPU is
-
-        self.drv = driver
-        torch.cuda.init()
-        torch.zeros(1, device="cuda")  # makes torch's primary context current
-        self.ok(driver.cuInit(0))
-        index = torch.cuda.current_device()
-        device = self.ok(driver.cuDeviceGet(index))
-        self.ctx = self.ok(driver.cuDevicePrimaryCtxRetain(device))
-        self.ok(driver.cuCtxSetCurrent(self.ctx))
-        major, minor = torch.cuda.get_device_capability(index)
-        self.arch = f"sm_{major}{minor}"
-        self.sms = torch.cuda.get_device_properties(index).multi_processor_count
-        self._functions: dict[str, tuple[Any, int]] = {}
-        self._modules: list[Any] = []
-
-    def ok(self, result: Any) -> Any:
-        """Unpack a driver call's (CUresult, values...), failing on an error."""
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self.drv.CUresult.CUDA_SUCCESS:
-            _, name = self.drv.cuGetErrorName(err)
-            raise AssertionError(f"CUDA driver call failed: {name!r}")
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def function(self, entry: EntryPoint) -> tuple[Any, int]:
-        """(CUfunction, dynamic smem bytes) of an entry, compiled once."""
-        if entry.name not in self._functions:
-            compiled = build_module([entry], self.arch)
-            module = self.ok(self.drv.cuModuleLoadData(compiled.cubin))
-            self._modules.append(module)
-            fn = self.ok(self.drv.cuModuleGetFunction(module, entry.name.encode()))
-            smem = entry.dynamic_smem_bytes()
-            if smem > 48 * 1024:
-                attr = self.drv.CUfunction_attribute
-                self.ok(
-                    self.drv.cuFuncSetAttribute(
-                        fn, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem
-                    )
-                )
-            self._functions[entry.name] = (fn, smem)
-        return self._functions[entry.name]
-
-    def launch(self, entry: EntryPoint, grid: int, params: list[bytes]) -> None:
-        """Launch `grid` CTAs of 256 threads; `params` are the raw kernel params."""
-        assert grid >= 1
-        fn, smem = self.function(entry)
-        buffers = [ctypes.create_string_buffer(p, len(p)) for p in params]
-        pointers = (ctypes.c_void_p * len(buffers))(
-            *[ctypes.addressof(b) for b in buffers]
-        )
-        stream = self.drv.CUstream(torch.cuda.current_stream().cuda_stream)
-        self.ok(
-            self.drv.cuLaunchKernel(
-                fn,
-                grid,
-                1,
-                1,
-                THREADS,
-                1,
-                1,
-                smem,
-                stream,
-                ctypes.addressof(pointers),
-                0,
-            )
-        )
-
-    @contextlib.contextmanager
-    def mapped_flag(self) -> Iterator[tuple[ctypes.c_int, int]]:
-        """A host int the GPU reads through mapped memory: (host view, device ptr)."""
-        drv = self.drv
-        host = self.ok(drv.cuMemHostAlloc(4, drv.CU_MEMHOSTALLOC_DEVICEMAP))
-        try:
-            flag = ctypes.c_int.from_address(int(host))
-            flag.value = 0
-            device = self.ok(drv.cuMemHostGetDevicePointer(host, 0))
-            yield flag, int(device)
-        finally:
-            sync()
-            self.ok(drv.cuMemFreeHost(host))
-
-
-def i32(v: int) -> bytes:
-    return struct.pack("<i", v)
-
-
-def ptr(v: int) -> bytes:
-    return struct.pack("<Q", v)
+Gpu = Launcher
+"""The driver on torch's primary context (reefd.kernels.launcher.Launcher)."""
 
 
 # --- one kernel call: its tensors, its expected result --------------------------
@@ -245,7 +150,7 @@ def make_call(
 
 
 def run_plain(gpu: Gpu, call: Call) -> dict[str, torch.Tensor]:
-    gpu.launch(EntryPoint.plain(call.spec, call.params), call.n_vb, [call.args()])
+    gpu.launch_plain(EntryPoint.plain(call.spec, call.params), call.args(), call.n_vb)
     return call.result()
 
 
@@ -258,20 +163,28 @@ def run_preemptible(
 ) -> None:
     """One preemptible launch; `counter` (int32 on the GPU) is the next_vb."""
     entry = EntryPoint.preemptible(call.spec, call.params)
-    gpu.launch(
-        entry,
-        grid,
-        [call.args(), i32(call.n_vb), ptr(counter.data_ptr()), ptr(preempt)],
+    gpu.launch_preemptible(
+        entry, grid, call.args(), call.n_vb, counter.data_ptr(), preempt
     )
 
 
-def assert_matches_reference(call: Call, got: dict[str, torch.Tensor]) -> None:
+def assert_matches_reference(
+    call: Call,
+    got: dict[str, torch.Tensor],
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    precision: str = PRECISION,
+) -> None:
+    """allclose against the reference; half-precision and TF32 kernels pass their
+    own tolerances and say so in `precision` (named in the failure message)."""
     for name in call.outputs:
         want = call.expected[name]
-        diff = (got[name] - want).abs().nan_to_num(float("inf")).max().item()
-        assert torch.allclose(got[name], want, rtol=RTOL, atol=ATOL), (
-            f"{call.where()}: output {name!r} differs from torch by up to {diff:.3g} "
-            f"({PRECISION})"
+        diff = (got[name].float() - want.float()).abs()
+        worst = diff.nan_to_num(float("inf")).max().item()
+        assert torch.allclose(got[name], want, rtol=rtol, atol=atol), (
+            f"{call.where()}: output {name!r} differs from torch by up to "
+            f"{worst:.3g} ({precision})"
         )
 
 
@@ -282,3 +195,34 @@ def assert_bitwise(call: Call, got: dict[str, torch.Tensor], want: dict, how: st
             a, b = a.view(torch.int8), b.view(torch.int8)
         same = torch.equal(a, b)
         assert same, f"{call.where()}: {how} is not bit-identical to the plain form"
+
+
+def device_int(value: int = 0) -> torch.Tensor:
+    return torch.full((1,), value, dtype=torch.int32, device=DEVICE)
+
+
+def run_padded(
+    gpu: Gpu,
+    rt: Call,
+    be: Call,
+    be_ctas: int,
+    be_next: torch.Tensor,
+    be_budget: int,
+    preempt: int,
+) -> None:
+    entry = EntryPoint.padded(rt.spec, rt.params, be.spec, be.params)
+    claims = device_int(0)
+    gpu.launch(
+        entry,
+        rt.n_vb + be_ctas,
+        [
+            rt.args(),
+            i32(rt.n_vb),
+            be.args(),
+            i32(be.n_vb),
+            ptr(be_next.data_ptr()),
+            ptr(claims.data_ptr()),
+            i32(be_budget),
+            ptr(preempt),
+        ],
+    )

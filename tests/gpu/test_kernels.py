@@ -24,13 +24,12 @@ from tests.gpu.harness import (
     ATOL,
     DEVICE,
     RTOL,
-    Call,
     Gpu,
     assert_bitwise,
     assert_matches_reference,
-    i32,
+    device_int,
     make_call,
-    ptr,
+    run_padded,
     run_plain,
     run_preemptible,
     sync,
@@ -305,7 +304,8 @@ def test_special_values_follow_torch(gpu: Gpu) -> None:
     assert torch.equal(got.nan_to_num(7.0), torch.relu(x).nan_to_num(7.0))
 
     for cols in (100, 3000, 9000):
-        call = make_call("softmax", {"rows": 3, "cols": cols}, scale=30.0)
+        # No mask bound (bias=False): the expected value below is plain softmax.
+        call = make_call("softmax", {"rows": 3, "cols": cols}, scale=30.0, bias=False)
         x = call.tensors["x"]
         x[1] = float("-inf")
         x[2, ::3] = float("-inf")
@@ -360,19 +360,15 @@ FORM_CASES = [
 ]
 
 
-def _counter(value: int = 0) -> torch.Tensor:
-    return torch.full((1,), value, dtype=torch.int32, device=DEVICE)
-
-
 @pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
 def test_preemptible_without_preemption_equals_plain(gpu: Gpu, case) -> None:
     call = make_call(*case, seed=5)
     plain = run_plain(gpu, call)
     assert_matches_reference(call, plain)
-    flag = _counter(0)
+    flag = device_int(0)
     for grid in (1, 7, 2 * gpu.sms):
         call.clear_outputs()
-        counter = _counter(0)
+        counter = device_int(0)
         run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
         assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
         # Every CTA's last claim overshoots by one; none was lost or repeated.
@@ -384,7 +380,7 @@ def test_raised_flag_runs_nothing_then_the_same_counter_resumes(gpu, case) -> No
     call = make_call(*case, seed=6)
     plain = run_plain(gpu, call)
     call.clear_outputs()
-    counter, flag = _counter(0), _counter(1)
+    counter, flag = device_int(0), device_int(1)
     run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
     sync()
     assert counter.item() == 0, "a CTA claimed a block with the flag raised"
@@ -404,7 +400,7 @@ def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
     call.clear_outputs()
     if k:
         gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
-    counter, flag = _counter(k), _counter(0)
+    counter, flag = device_int(k), device_int(0)
     run_preemptible(gpu, call, 5, counter, flag.data_ptr())
     assert_bitwise(call, call.result(), plain, f"resume from block {k}")
 
@@ -428,7 +424,7 @@ def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case) -> None:
     call = make_call(*case, seed=8)
     plain = run_plain(gpu, call)
     call.clear_outputs()
-    counter = _counter(0)
+    counter = device_int(0)
     with gpu.mapped_flag() as (flag, flag_ptr):
         sync()
         run_preemptible(gpu, call, 1, counter, flag_ptr)
@@ -490,33 +486,6 @@ PADDED_PAIRS = [
 ]
 
 
-def run_padded(
-    gpu: Gpu,
-    rt: Call,
-    be: Call,
-    be_ctas: int,
-    be_next: torch.Tensor,
-    be_budget: int,
-    preempt: int,
-) -> None:
-    entry = EntryPoint.padded(rt.spec, rt.params, be.spec, be.params)
-    claims = _counter(0)
-    gpu.launch(
-        entry,
-        rt.n_vb + be_ctas,
-        [
-            rt.args(),
-            i32(rt.n_vb),
-            be.args(),
-            i32(be.n_vb),
-            ptr(be_next.data_ptr()),
-            ptr(claims.data_ptr()),
-            i32(be_budget),
-            ptr(preempt),
-        ],
-    )
-
-
 def _pair_id(pair) -> str:
     (rt, _), (be, _) = pair
     return f"rt_{rt}-be_{be}"
@@ -529,12 +498,12 @@ def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
     assert_matches_reference(rt, rt_plain)
     assert_matches_reference(be, be_plain)
-    flag = _counter(0)
+    flag = device_int(0)
 
     # A budget covering every BE block: one launch finishes both kernels.
     rt.clear_outputs()
     be.clear_outputs()
-    be_next = _counter(0)
+    be_next = device_int(0)
     run_padded(gpu, rt, be, 2 * gpu.sms, be_next, be.n_vb, flag.data_ptr())
     assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
     assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
@@ -543,7 +512,7 @@ def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     # preemptible form resumes from the BE counter where the padding stopped.
     rt.clear_outputs()
     be.clear_outputs()
-    be_next = _counter(0)
+    be_next = device_int(0)
     budget = max(1, be.n_vb // 3)
     run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
     sync()
@@ -555,7 +524,7 @@ def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     # With the flag raised, the BE CTAs claim nothing; the RT side still runs.
     rt.clear_outputs()
     be.clear_outputs()
-    be_next, raised = _counter(0), _counter(1)
+    be_next, raised = device_int(0), device_int(1)
     run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, raised.data_ptr())
     sync()
     assert be_next.item() == 0

@@ -261,12 +261,12 @@ BAD_PARAMS = [
     ("conv2d", {**BASE_CONV, "padding": (1, 1, 1)}, "padding=[1, 1, 1]"),
     ("conv2d", {**BASE_CONV, "padding": (-1, 0)}, "padding=[-1, 0]"),
     ("conv2d", {**BASE_CONV, "dilation": (0, 1)}, "dilation=[0, 1]"),
-    ("conv2d", {**BASE_CONV, "act": "gelu"}, "'gelu'"),
+    ("conv2d", {**BASE_CONV, "act": "swish"}, "'swish'"),
     ("conv2d", {**BASE_CONV, "stride": 2}, "'stride'=2 is not ints"),
     ("conv2d", {k: v for k, v in BASE_CONV.items() if k != "kw"}, "missing param 'kw'"),
     ("conv2d", {**BASE_CONV, "bogus": 1}, "unknown params ['bogus']"),
     ("linear", dict(m=0, n=3, k=4), "m=0"),
-    ("linear", dict(m=2, n=3, k=4, act="tanh"), "'tanh'"),
+    ("linear", dict(m=2, n=3, k=4, act="mish"), "'mish'"),
     ("relu", dict(numel=0), "numel=0"),
     ("add", dict(numel=-5), "numel=-5"),
     ("copy", dict(numel=1.5), "'numel'=1.5 is not int"),
@@ -474,3 +474,45 @@ def test_graph_with_bad_kernel_params_names_the_call():
     )
     with pytest.raises(GraphError, match=r"call 0 \(conv2d, model.conv\).*groups=2"):
         validate(KernelGraph("bad", graph.buffers, tuple(calls)))
+
+
+def test_in_place_over_a_broadcast_input_is_refused():
+    """y may share a buffer only with an input read element for element."""
+    buffers = (
+        Buffer("a", "float32", (4, 8), Role.INPUT),
+        Buffer("row", "float32", (8,), Role.INPUT),
+        Buffer("s", "float32", (32,), Role.SCRATCH),
+        Buffer("out", "float32", (4, 8), Role.OUTPUT),
+    )
+    params = dict(op="add", shape=(1, 1, 4, 8), a_shape=(1, 1, 4, 8))
+    ok = (
+        KernelCall("copy", {"x": "a", "y": "s"}, {"numel": 32}),
+        KernelCall(
+            "binary",
+            {"a": "s", "b": "row", "y": "s"},
+            {**params, "b_shape": (1, 1, 1, 8)},
+        ),
+        KernelCall("copy", {"x": "s", "y": "out"}, {"numel": 32}),
+    )
+    validate(KernelGraph("ok", buffers, ok))
+    racing = (
+        ok[0],
+        KernelCall(
+            "binary",
+            {"a": "row", "b": "s", "y": "s"},
+            {**params, "a_shape": (1, 1, 1, 8), "b_shape": (1, 1, 4, 8)},
+        ),
+        ok[2],
+    )
+    validate(KernelGraph("fine", buffers, racing))  # b is s, read element-wise
+    shared_row = (
+        KernelCall("copy", {"x": "a", "y": "s"}, {"numel": 32}),
+        KernelCall(
+            "binary",
+            {"a": "a", "b": "s", "y": "s"},
+            {**params, "b_shape": (1, 1, 1, 8)},
+        ),
+        ok[2],
+    )
+    with pytest.raises(GraphError, match="operand 'b' \\[1, 1, 1, 8\\] shares"):
+        validate(KernelGraph("bad", buffers, shared_row))

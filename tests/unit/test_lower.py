@@ -65,13 +65,15 @@ class Passthrough(nn.Module):
         return x.flatten(1), y, y.view(2, -1)
 
 
-class Sigmoid(nn.Module):
+class CumSum(nn.Module):
+    """A running sum: the catalog has no scan kernel."""
+
     def __init__(self) -> None:
         super().__init__()
         self.fc = nn.Linear(8, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(x))
+        return torch.cumsum(self.fc(x), dim=-1)
 
 
 def _randomize_bn(bn: nn.BatchNorm2d) -> None:
@@ -187,12 +189,12 @@ def test_scratch_reuse_keeps_results_and_saves_bytes(cnn):
 
 
 def test_unsupported_op_names_op_and_source_line():
-    lines, first = inspect.getsourcelines(Sigmoid.forward)
-    line = first + next(i for i, s in enumerate(lines) if "torch.sigmoid" in s)
+    lines, first = inspect.getsourcelines(CumSum.forward)
+    line = first + next(i for i, s in enumerate(lines) if "torch.cumsum" in s)
     with pytest.raises(UnsupportedOp) as info:
-        lower(Sigmoid(), (torch.randn(2, 8),))
+        lower(CumSum(), (torch.randn(2, 8),))
     message = str(info.value)
-    assert "aten.sigmoid.default" in message
+    assert "aten.cumsum.default" in message
     assert f"test_lower.py:{line}" in message
     assert "[2, 8]" in message
 
@@ -211,6 +213,10 @@ class LoneBatchNorm(nn.Module):
         return self.bn(x)
 
 
-def test_batch_norm_without_a_conv_before_it_is_unsupported():
-    with pytest.raises(UnsupportedOp, match="_native_batch_norm_legit_no_training"):
-        lower(LoneBatchNorm(), (torch.randn(2, 3, 4, 4),))
+def test_batch_norm_without_a_conv_before_it_is_a_channel_affine():
+    model = LoneBatchNorm().eval()
+    _randomize_bn(model.bn)
+    x = torch.randn(2, 3, 4, 4)
+    low = lower(model, (x,))
+    assert [c.kernel for c in low.graph.calls] == ["channel_affine"]
+    _check(model, (x,), low)
