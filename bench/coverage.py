@@ -98,8 +98,9 @@ def torch_peak_bytes(ep: torch.export.ExportedProgram) -> int:
     return peak
 
 
-def cover(name: str, batch: int) -> Row:
-    model, inputs = zoo.build(name, batch=batch)
+def cover(name: str, batch: int, **overrides: Any) -> Row:
+    """Lower one zoo model (zoo overrides allowed) and measure what it uses."""
+    model, inputs = zoo.build(name, batch=batch, **overrides)
     start = time.perf_counter()
     ep = export(model, inputs)
     ops = collections.Counter(

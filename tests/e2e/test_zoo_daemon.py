@@ -81,7 +81,7 @@ def test_compile_matches_eager(daemon, key):
         remote.close()
 
 
-@pytest.mark.parametrize("key", ["mobilenet_v2", "distilbert"])
+@pytest.mark.parametrize("key", CPU_ZOO)
 def test_torch_compile_backend_matches_eager(daemon, key):
     name, batch, overrides = CPU_ZOO[key]
     model, inputs = zoo.build(name, batch=batch, **overrides)
@@ -94,7 +94,7 @@ def test_torch_compile_backend_matches_eager(daemon, key):
     _assert_close(got, _eager(model, inputs))
 
 
-@pytest.mark.parametrize("key", ["resnet50", "vit_b16"])
+@pytest.mark.parametrize("key", CPU_ZOO)
 def test_reef_run_matches_eager(daemon, key, tmp_path):
     name, batch, overrides = CPU_ZOO[key]
     app = tmp_path / "app.py"
