@@ -16,7 +16,7 @@ from typing import Any
 from reefd.errors import ConfigError
 
 BACKENDS = ("auto", "cpu", "cuda", "sim")
-POLICIES = ("reef", "fifo", "exclusive")
+POLICIES = ("reef", "fifo", "exclusive", "streams", "wait", "reset_hq")
 
 
 def default_socket_path(gpu_index: int = 0) -> str:
@@ -37,7 +37,8 @@ class DaemonConfig:
     """Device backend: auto (cuda if a driver and GPU are present, else cpu), cpu,
     cuda, sim."""
     policy: str = "reef"
-    """Scheduling policy: reef, fifo or exclusive."""
+    """Scheduling policy: reef, or a baseline: fifo, exclusive, streams, wait,
+    reset_hq (see README "Policies")."""
     gpu_index: int = 0
     """GPU to serve (PCI bus order)."""
     be_inflight_cap: int = 2

@@ -44,7 +44,7 @@ class Executor:
         """Apply a plan; returns the DROPPED completions a reset produced."""
         dropped: list[Completion] = []
         if plan.reset_be:
-            dropped = self._reset_be()
+            dropped = self._reset_be(plan.preempt_be)
         for launch in plan.launches:
             binding = self._bindings[launch.task_id]
             self._inflight[launch.stream].add((launch.task_id, launch.call_index))
@@ -61,16 +61,20 @@ class Executor:
             self.launches += 1
         return dropped
 
-    def _reset_be(self) -> list[Completion]:
+    def _reset_be(self, preempt: bool) -> list[Completion]:
+        """Drop queued BE launches (and raise the preempt flag if `preempt`);
+        the preemption latency runs from here until no BE launch is running."""
         now = self._clock_us()
-        self._device.set_preempt(True)
+        if preempt:
+            self._device.set_preempt(True)
         removed = self._device.drop_queued(Stream.BE)
         for launch in removed:
             self._inflight[Stream.BE].discard((launch.task_id, launch.call_index))
         if self._inflight[Stream.BE]:
             self._reset_at_us = now
         else:
-            self._device.set_preempt(False)
+            if preempt:
+                self._device.set_preempt(False)
             self.preemption_latencies_us.append(0)
         return [
             Completion(d.task_id, d.call_index, CompletionStatus.DROPPED, now, now)

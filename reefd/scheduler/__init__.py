@@ -5,22 +5,23 @@
 
 from __future__ import annotations
 
+import importlib
+
+from reefd.config import POLICIES
 from reefd.errors import ConfigError
 
-POLICIES = ("reef", "fifo", "exclusive")
+_CLASSES = {
+    "reef": ("reef", "ReefPolicy"),
+    "fifo": ("fifo", "FifoPolicy"),
+    "exclusive": ("exclusive", "ExclusivePolicy"),
+    "streams": ("streams", "StreamsPolicy"),
+    "wait": ("wait", "WaitPolicy"),
+    "reset_hq": ("reset_hq", "ResetHqPolicy"),
+}
 
 
 def make_policy(name: str):  # -> Policy
-    if name == "reef":
-        from reefd.scheduler.reef import ReefPolicy
-
-        return ReefPolicy()
-    if name == "fifo":
-        from reefd.scheduler.fifo import FifoPolicy
-
-        return FifoPolicy()
-    if name == "exclusive":
-        from reefd.scheduler.exclusive import ExclusivePolicy
-
-        return ExclusivePolicy()
-    raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
+    module, cls = _CLASSES[name]
+    return getattr(importlib.import_module(f"reefd.scheduler.{module}"), cls)()

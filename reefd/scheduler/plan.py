@@ -34,12 +34,16 @@ class Plan:
     """One scheduling step.
 
     `reset_be`: before the launches, drop every BE launch still queued on the
-    device (they come back as DROPPED completions) and raise the preempt flag so
-    running preemptible BE kernels stop at their next virtual block.
+    device's host queue (they come back as DROPPED completions). `preempt_be`
+    (with `reset_be`): also raise the preempt flag, so running preemptible BE
+    kernels stop at their next virtual block (they come back as PREEMPTED and
+    resume from their saved counter when relaunched). A reset without
+    `preempt_be` is REEF-N's host-queue reset: running kernels finish.
     """
 
     launches: list[Launch] = field(default_factory=list)
     reset_be: bool = False
+    preempt_be: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.launches) or self.reset_be
@@ -48,6 +52,10 @@ class Plan:
 class CompletionStatus(StrEnum):
     OK = "ok"
     DROPPED = "dropped"
+    """Never started: removed from a host queue by a reset."""
+    PREEMPTED = "preempted"
+    """Started and stopped at a virtual-block boundary by the preempt flag; the
+    device keeps the call's counter, so relaunching it resumes, not restarts."""
     FAILED = "failed"
 
 

@@ -1,10 +1,13 @@
-"""ReefPolicy ("reef"): RT first with kernel-boundary preemption of BE work.
+"""ReefPolicy ("reef"): RT first, BE preempted at virtual-block boundaries.
 
 While RT work is live: reset BE once per RT busy period (drop queued BE launches,
 raise the preempt flag), run RT tasks earliest deadline first, one task at a
 time, and issue no BE work (padding comes later). With no RT work: fill the BE
-in-flight cap with preemptible launches, most progressed BE task first. Pure
-decision code: must not import clocks, sockets, threads or devices.
+in-flight cap with preemptible launches, most progressed BE task first.
+
+The class attributes `drops_be`, `preempts_be` and `be_form` are what the
+baselines `reset_hq` and `wait` change; everything else is shared. Pure decision
+code: must not import clocks, sockets, threads or devices.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from reefd.scheduler.state import SchedulerState
 class ReefPolicy(Policy):
     name = "reef"
     caps_be_inflight = True
+    drops_be = True
+    """On RT arrival, drop BE launches still in the host queue."""
+    preempts_be = True
+    """On RT arrival, also raise the preempt flag for running BE kernels."""
+    be_form = Form.PREEMPTIBLE
 
     def __init__(self) -> None:
         self._reset_this_busy_period = False
@@ -29,7 +37,11 @@ class ReefPolicy(Policy):
 
     def _plan_rt(self, state: SchedulerState) -> Plan:
         reset = False
-        if not self._reset_this_busy_period and state.inflight(Stream.BE) > 0:
+        if (
+            self.drops_be
+            and not self._reset_this_busy_period
+            and state.inflight(Stream.BE) > 0
+        ):
             reset = self._reset_this_busy_period = True
         task = state.next_rt()
         launches: list[Launch] = []
@@ -38,7 +50,9 @@ class ReefPolicy(Policy):
         others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
         if task is not None and others_inflight == 0 and state.can_issue(task):
             launches = next_launches(task, task.remaining_calls, Stream.RT, Form.PLAIN)
-        return Plan(launches=launches, reset_be=reset)
+        return Plan(
+            launches=launches, reset_be=reset, preempt_be=reset and self.preempts_be
+        )
 
     def _plan_be(self, state: SchedulerState) -> list[Launch]:
         room = state.be_inflight_cap - state.inflight(Stream.BE)
@@ -46,7 +60,7 @@ class ReefPolicy(Policy):
         for task in state.be_candidates():
             if room <= 0:
                 break
-            batch = next_launches(task, room, Stream.BE, Form.PREEMPTIBLE)
+            batch = next_launches(task, room, Stream.BE, self.be_form)
             launches += batch
             room -= len(batch)
         return launches

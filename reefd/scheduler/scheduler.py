@@ -154,7 +154,7 @@ class Scheduler:
             touched[task.task_id] = task
             if c.status is CompletionStatus.OK:
                 self._on_ok(task, now_us)
-            elif c.status is CompletionStatus.DROPPED:
+            elif c.status in (CompletionStatus.DROPPED, CompletionStatus.PREEMPTED):
                 self._on_dropped(task, c.call_index)
             else:
                 self._on_failed(task, c, now_us)

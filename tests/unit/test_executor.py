@@ -66,7 +66,7 @@ def test_reset_drops_queued_be_and_times_the_running_kernel():
     assert ex.run(Plan(be)) == []
     assert ex.inflight(Stream.BE) == 3
     running = dev.start_next(Stream.BE)
-    dropped = ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True))
+    dropped = ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True, preempt_be=True))
     assert [(c.task_id, c.call_index, c.status) for c in dropped] == [
         (1, 1, CompletionStatus.DROPPED),
         (1, 2, CompletionStatus.DROPPED),
@@ -85,7 +85,7 @@ def test_reset_with_nothing_running_costs_nothing():
     clock = [50]
     ex, dev = _executor(clock)
     ex.run(Plan([Launch(1, 0, Stream.BE)]))
-    dropped = ex.run(Plan([], reset_be=True))
+    dropped = ex.run(Plan([], reset_be=True, preempt_be=True))
     assert len(dropped) == 1
     assert ex.preemption_latencies_us == [0]
     assert dev.preempt_history == [True, False]
@@ -96,7 +96,7 @@ def test_rt_completions_do_not_end_a_preemption():
     ex, dev = _executor(clock)
     ex.run(Plan([Launch(1, 0, Stream.BE)]))
     be = dev.start_next(Stream.BE)
-    ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True))
+    ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True, preempt_be=True))
     rt = dev.start_next(Stream.RT)
     dev.finish(rt, end_us=900)
     ex.poll()

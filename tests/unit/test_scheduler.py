@@ -9,6 +9,7 @@ from collections import deque
 
 import pytest
 
+from reefd.config import POLICIES
 from reefd.scheduler import make_policy
 from reefd.scheduler.exclusive import ExclusivePolicy
 from reefd.scheduler.fifo import FifoPolicy
@@ -28,6 +29,7 @@ from reefd.scheduler.task import Priority, Task, TaskState
 
 OK = CompletionStatus.OK
 DROPPED = CompletionStatus.DROPPED
+PREEMPTED = CompletionStatus.PREEMPTED
 FAILED = CompletionStatus.FAILED
 
 
@@ -491,8 +493,9 @@ def test_plan_asserts_invariants():
 class FakeDevice:
     """Two in-order queues; runs one launch at a time, the RT queue first.
 
-    A reset drops every queued BE launch and, at random, stops a running
-    preemptible BE kernel (both come back DROPPED, spread over a few ticks).
+    A reset drops every queued BE launch (DROPPED) and, when the plan raises the
+    preempt flag, at random stops a running preemptible BE kernel (PREEMPTED);
+    both come back spread over a few ticks.
     """
 
     def __init__(self, rng: random.Random) -> None:
@@ -502,6 +505,7 @@ class FakeDevice:
         self.ticks_left = 0
         self.pending: list[Completion] = []
         self.resets = 0
+        self.preempted = 0
 
     def apply(self, plan: Plan) -> None:
         if plan.reset_be:
@@ -510,9 +514,11 @@ class FakeDevice:
             self.pending += done(be_queue, DROPPED)
             be_queue.clear()
             r = self.running
-            if r and r.form is Form.PREEMPTIBLE and self.rng.random() < 0.5:
-                self.pending += done([r], DROPPED)
+            stoppable = r is not None and r.form is Form.PREEMPTIBLE
+            if plan.preempt_be and stoppable and self.rng.random() < 0.5:
+                self.pending += done([r], PREEMPTED)
                 self.running = None
+                self.preempted += 1
         for launch in plan.launches:
             self.queues[launch.stream].append(launch)
 
@@ -541,7 +547,7 @@ def _random_task(rng: random.Random, task_id: int, now_us: int) -> Task:
     return be(task_id, n_calls, client_id=client_id, arrival_us=now_us)
 
 
-@pytest.mark.parametrize("policy", ["reef", "fifo", "exclusive"])
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("cancel_rate", [0.0, 0.02])
 def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate):
@@ -588,6 +594,72 @@ def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate
             assert completed[tid] == list(range(task.n_calls))
             assert task.done_calls == task.n_calls
     if policy == "reef":
-        assert device.resets > 0 and drops > 0
+        assert device.resets > 0 and drops + device.preempted > 0
+    elif policy == "reset_hq":
+        assert device.resets > 0  # a reset may find only a running kernel
     else:
         assert device.resets == 0 and drops == 0
+    if policy != "reef":
+        assert device.preempted == 0
+
+
+# ---- the baselines: streams, wait, reset_hq -------------------------------------
+
+
+def _be_running_then_rt(policy: str) -> tuple[Scheduler, Plan]:
+    """A BE task with two launches out, then an RT arrival; the RT-time plan."""
+    s = sched(policy, cap=2)
+    s.submit(be(10, n_calls=6), 0)
+    first = s.plan(0)
+    assert calls(first) == [(10, 0), (10, 1)]
+    s.submit(rt(1, n_calls=2, deadline_us=100), 1)
+    return s, s.plan(1)
+
+
+def test_reef_resets_and_raises_the_preempt_flag():
+    _, p = _be_running_then_rt("reef")
+    assert p.reset_be and p.preempt_be and calls(p) == [(1, 0), (1, 1)]
+
+
+def test_reset_hq_clears_host_queues_without_the_flag_and_runs_plain_be():
+    s, p = _be_running_then_rt("reset_hq")
+    assert p.reset_be and not p.preempt_be
+    assert calls(p) == [(1, 0), (1, 1)]
+    assert s.task(10).preemptions == 1
+    s2 = sched("reset_hq")
+    s2.submit(be(11), 0)
+    assert {x.form for x in s2.plan(0).launches} == {Form.PLAIN}
+
+
+def test_wait_neither_drops_nor_preempts_and_issues_no_be_while_rt_runs():
+    s, p = _be_running_then_rt("wait")
+    assert not p.reset_be and not p.preempt_be
+    assert calls(p) == [(1, 0), (1, 1)]
+    s.on_complete([Completion(10, 0, OK), Completion(10, 1, OK)], 2)
+    assert calls(s.plan(2)) == []  # RT still live: BE waits
+    s.on_complete([Completion(1, 0, OK), Completion(1, 1, OK)], 3)
+    assert calls(s.plan(3)) == [(10, 2), (10, 3)]
+
+
+def test_streams_keeps_issuing_be_beside_rt():
+    s, p = _be_running_then_rt("streams")
+    assert not p.reset_be
+    assert calls(p) == [(1, 0), (1, 1)]
+    s.on_complete([Completion(10, 0, OK)], 2)
+    p = s.plan(2)
+    assert calls(p) == [(10, 2)] and p.launches[0].stream is Stream.BE
+    assert {x.form for x in p.launches} == {Form.PLAIN}
+
+
+def test_preempted_call_is_relaunched_not_skipped():
+    s = sched("reef", cap=1)
+    s.submit(be(10, n_calls=3), 0)
+    assert calls(s.plan(0)) == [(10, 0)]
+    s.submit(rt(1, n_calls=1), 1)
+    p = s.plan(1)
+    assert p.reset_be and p.preempt_be
+    s.on_complete([Completion(10, 0, PREEMPTED), Completion(1, 0, OK)], 2)
+    task = s.task(10)
+    assert (task.next_call, task.done_calls) == (0, 0)
+    assert task.state is TaskState.PREEMPTED
+    assert calls(s.plan(3)) == [(10, 0)]  # the device resumes its counter
