@@ -61,8 +61,11 @@ class Launcher:
         self.ok(driver.cuCtxSetCurrent(self.ctx))
         major, minor = torch.cuda.get_device_capability(index)
         self.arch = f"sm_{major}{minor}"
-        self.sms: int = torch.cuda.get_device_properties(index).multi_processor_count
-        self._functions: dict[str, tuple[Any, int]] = {}
+        props = torch.cuda.get_device_properties(index)
+        self.sms: int = props.multi_processor_count
+        self.l2_bytes: int = getattr(props, "L2_cache_size", 0)
+        self._functions: dict[str, Any] = {}
+        self._smem_limit: dict[str, int] = {}
         self._resources: dict[str, FunctionResources] = {}
         self._modules: list[Any] = []
 
@@ -89,16 +92,22 @@ class Launcher:
         self._modules.append(module)
         for entry in entries:
             fn = self.ok(self.drv.cuModuleGetFunction(module, entry.name.encode()))
-            smem = entry.dynamic_smem_bytes()
-            if smem > _DEFAULT_SMEM_LIMIT:
-                attr = self.drv.CUfunction_attribute
-                self.ok(
-                    self.drv.cuFuncSetAttribute(
-                        fn, attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem
-                    )
-                )
-            self._functions[entry.name] = (fn, smem)
+            self._functions[entry.name] = fn
+            self._smem_limit[entry.name] = _DEFAULT_SMEM_LIMIT
             self._resources[entry.name] = compiled.functions[entry.name]
+
+    def _allow_smem(self, name: str, smem: int) -> None:
+        """Raise a function's dynamic shared-memory limit to `smem` if below."""
+        if smem > self._smem_limit[name]:
+            attr = self.drv.CUfunction_attribute
+            self.ok(
+                self.drv.cuFuncSetAttribute(
+                    self._functions[name],
+                    attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem,
+                )
+            )
+            self._smem_limit[name] = smem
 
     def load(
         self,
@@ -136,11 +145,14 @@ class Launcher:
         return failed
 
     def function(self, entry: EntryPoint) -> tuple[Any, int]:
-        """(CUfunction, dynamic smem bytes) of an entry, compiled once."""
+        """(CUfunction, dynamic smem bytes) of an entry, compiled once; the
+        function's shared-memory limit is raised to what these params need."""
         if entry.name not in self._functions:
             for _, exc in self.load([[entry]]):
                 raise exc
-        return self._functions[entry.name]
+        smem = entry.dynamic_smem_bytes()
+        self._allow_smem(entry.name, smem)
+        return self._functions[entry.name], smem
 
     def resources(self, entry: EntryPoint) -> FunctionResources:
         """What ptxas reported for the entry (registers, static smem, spills)."""
