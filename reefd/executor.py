@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reefd.backends.device import Device, DeviceLaunch
+from reefd.backends.device import Device, DeviceLaunch, PadLaunch
 from reefd.scheduler.plan import Completion, CompletionStatus, Plan, Stream
 
 
@@ -48,6 +48,18 @@ class Executor:
         for launch in plan.launches:
             binding = self._bindings[launch.task_id]
             self._inflight[launch.stream].add((launch.task_id, launch.call_index))
+            pad = None
+            if launch.pad is not None:
+                be = self._bindings[launch.pad.task_id]
+                pad = PadLaunch(
+                    launch.pad.task_id,
+                    launch.pad.call_index,
+                    launch.pad.budget_vbs,
+                    be.model,
+                    be.memory,
+                )
+                key = (launch.pad.task_id, launch.pad.call_index)
+                self._inflight[launch.stream].add(key)
             self._device.launch(
                 DeviceLaunch(
                     launch.task_id,
@@ -56,6 +68,7 @@ class Executor:
                     launch.form,
                     binding.model,
                     binding.memory,
+                    pad,
                 )
             )
             self.launches += 1

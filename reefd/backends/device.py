@@ -17,13 +17,29 @@ from reefd.scheduler.plan import Completion, Form, Stream
 
 
 @dataclass(frozen=True)
+class PadLaunch:
+    """The BE slice of a padded launch: up to `budget_vbs` blocks of a BE call."""
+
+    task_id: int
+    call_index: int
+    budget_vbs: int
+    model: Any
+    memory: Any
+
+
+@dataclass(frozen=True)
 class DeviceLaunch:
+    """One launch for a device's host queue. A PADDED launch also carries
+    `pad` and yields two Completions: its own and the BE call's (OK when the
+    BE call's last block ran, else PREEMPTED with its counter kept)."""
+
     task_id: int
     call_index: int
     stream: Stream
     form: Form
     model: Any
     memory: Any
+    pad: PadLaunch | None = None
 
 
 class Device(ABC):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from reefd.config import POLICIES
 from reefd.errors import ConfigError
@@ -20,8 +21,11 @@ _CLASSES = {
 }
 
 
-def make_policy(name: str):  # -> Policy
+def make_policy(name: str, **reef_options: Any):  # -> Policy
+    """The policy called `name`; `reef_options` (device shape, interference
+    model) go to the reef policy only."""
     if name not in _CLASSES:
         raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
     module, cls = _CLASSES[name]
-    return getattr(importlib.import_module(f"reefd.scheduler.{module}"), cls)()
+    policy_cls = getattr(importlib.import_module(f"reefd.scheduler.{module}"), cls)
+    return policy_cls(**reef_options) if name == "reef" else policy_cls()

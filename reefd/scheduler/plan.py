@@ -22,11 +22,25 @@ class Form(StrEnum):
 
 
 @dataclass(frozen=True)
+class PadSlice:
+    """The BE half of a padded launch: up to `budget_vbs` virtual blocks of one
+    BE call, run in CTA slots the RT kernel leaves idle. The BE call comes back
+    as its own Completion: OK when its last block ran, else PREEMPTED (its
+    counter is kept and it resumes later)."""
+
+    task_id: int
+    call_index: int
+    budget_vbs: int
+
+
+@dataclass(frozen=True)
 class Launch:
     task_id: int
     call_index: int
     stream: Stream
     form: Form = Form.PLAIN
+    pad: PadSlice | None = None
+    """Set on a PADDED RT launch: the BE slice it also runs."""
 
 
 @dataclass

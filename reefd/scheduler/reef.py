@@ -2,8 +2,10 @@
 
 While RT work is live: reset BE once per RT busy period (drop queued BE launches,
 raise the preempt flag), run RT tasks earliest deadline first, one task at a
-time, and issue no BE work (padding comes later). With no RT work: fill the BE
-in-flight cap with preemptible launches, most progressed BE task first.
+time, and issue no BE work on the BE stream; where the device shape and call
+costs are known, each RT call may carry a budgeted slice of a BE call in the
+same launch (dynamic kernel padding, see padding.py). With no RT work: fill the
+BE in-flight cap with preemptible launches, most progressed BE task first.
 
 The class attributes `drops_be`, `preempts_be` and `be_form` are what the
 baselines `reset_hq` and `wait` change; everything else is shared. Pure decision
@@ -12,9 +14,16 @@ code: must not import clocks, sockets, threads or devices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from reefd.scheduler.padding import DeviceShape, choose_pad
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
 from reefd.scheduler.policy import Policy, next_launches
 from reefd.scheduler.state import SchedulerState
+from reefd.scheduler.task import Task
+
+Interference = Callable[[Task, Task], float]
+"""Predicted slowdown of an RT task (first) beside a BE task (second)."""
 
 
 class ReefPolicy(Policy):
@@ -26,8 +35,14 @@ class ReefPolicy(Policy):
     """On RT arrival, also raise the preempt flag for running BE kernels."""
     be_form = Form.PREEMPTIBLE
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        device: DeviceShape | None = None,
+        interference: Interference | None = None,
+    ) -> None:
         self._reset_this_busy_period = False
+        self._device = device
+        self._interference = interference or (lambda rt, be: 0.0)
 
     def plan(self, state: SchedulerState, now_us: int) -> Plan:
         if state.rt_active():
@@ -50,9 +65,37 @@ class ReefPolicy(Policy):
         others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
         if task is not None and others_inflight == 0 and state.can_issue(task):
             launches = next_launches(task, task.remaining_calls, Stream.RT, Form.PLAIN)
+            launches = self._pad(state, task, launches)
         return Plan(
             launches=launches, reset_be=reset, preempt_be=reset and self.preempts_be
         )
+
+    def _pad(
+        self, state: SchedulerState, rt: Task, launches: list[Launch]
+    ) -> list[Launch]:
+        """Give each RT launch a BE slice where one fits (one per BE task, and
+        only BE tasks with nothing in flight, so their calls stay in order)."""
+        if self._device is None or rt.costs is None:
+            return launches
+        free = [
+            be
+            for be in state.be_candidates()
+            if be.costs is not None and be.inflight == 0
+        ]
+        padded = []
+        for launch in launches:
+            candidates = [
+                (be, be.costs[be.next_call], self._interference(rt, be)) for be in free
+            ]
+            pad = choose_pad(rt.costs[launch.call_index], candidates, self._device)
+            if pad is None:
+                padded.append(launch)
+                continue
+            free = [be for be in free if be.task_id != pad.task_id]
+            padded.append(
+                Launch(launch.task_id, launch.call_index, Stream.RT, Form.PADDED, pad)
+            )
+        return padded
 
     def _plan_be(self, state: SchedulerState) -> list[Launch]:
         room = state.be_inflight_cap - state.inflight(Stream.BE)

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from reefd.scheduler.plan import Completion, CompletionStatus, Plan, Stream
+from reefd.scheduler.plan import (
+    Completion,
+    CompletionStatus,
+    Form,
+    Launch,
+    Plan,
+    Stream,
+)
 from reefd.scheduler.policy import Policy
 from reefd.scheduler.state import SchedulerState
 from reefd.scheduler.task import Priority, Task, TaskState
@@ -104,14 +111,40 @@ class Scheduler:
                 f"n_calls={task.n_calls}",
             )
             _invariant(self.state.can_issue(task), f"{launch} while draining")
-            self.state.note_launch(launch)
-            task.next_call += 1
-            task.inflight += 1
-            task.state = TaskState.RUNNING
-            if task.started_us is None:
-                task.started_us = now_us
+            self._issue(task, launch, now_us)
+            if launch.pad is not None:
+                self._issue_pad(launch, now_us)
         self._check_invariants(plan)
         return plan
+
+    def _issue(self, task: Task, launch: Launch, now_us: int) -> None:
+        self.state.note_launch(launch)
+        task.next_call += 1
+        task.inflight += 1
+        task.state = TaskState.RUNNING
+        if task.started_us is None:
+            task.started_us = now_us
+
+    def _issue_pad(self, launch: Launch, now_us: int) -> None:
+        """The BE call a padded RT launch carries is in flight on that launch's
+        stream until its own completion comes back."""
+        pad = launch.pad
+        assert pad is not None
+        be = self.state.tasks.get(pad.task_id)
+        _invariant(be is not None, f"{launch} pads an unknown task")
+        assert be is not None
+        _invariant(
+            launch.form is Form.PADDED and be.priority is Priority.BE,
+            f"{launch}: only a PADDED launch carries a BE slice",
+        )
+        _invariant(
+            pad.call_index == be.next_call and self.state.can_issue(be),
+            f"{launch}: BE call {pad.call_index} out of order "
+            f"(next_call={be.next_call})",
+        )
+        _invariant(pad.budget_vbs >= 1, f"{launch}: empty BE budget")
+        slice_launch = Launch(pad.task_id, pad.call_index, launch.stream, Form.PADDED)
+        self._issue(be, slice_launch, now_us)
 
     def _on_reset(self) -> None:
         for task in self.state.note_reset():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Priority(StrEnum):
@@ -47,6 +48,9 @@ class Task:
     finished_us: int | None = None
     preemptions: int = 0
     error: str = ""
+    costs: tuple[Any, ...] | None = None
+    """Per-call `padding.CallCost` where the device knows them (resources from
+    the kernel library, durations from profiles); None disables padding."""
 
     @property
     def remaining_calls(self) -> int:

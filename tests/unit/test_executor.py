@@ -9,6 +9,7 @@ from reefd.scheduler.plan import (
     CompletionStatus,
     Form,
     Launch,
+    PadSlice,
     Plan,
     Stream,
 )
@@ -104,3 +105,25 @@ def test_rt_completions_do_not_end_a_preemption():
     dev.finish(be, end_us=400)
     ex.poll()
     assert ex.preemption_latencies_us == [400]
+
+
+def test_padded_launch_carries_the_be_slice_and_both_calls_are_in_flight():
+    clock = [0]
+    ex, dev = _executor(clock)
+    pad = PadSlice(1, 4, budget_vbs=64)
+    ex.run(Plan([Launch(2, 0, Stream.RT, Form.PADDED, pad)]))
+    (launch,) = dev.queues[Stream.RT]
+    assert launch.form is Form.PADDED and launch.memory == "mem-rt"
+    assert launch.pad is not None
+    assert (launch.pad.task_id, launch.pad.call_index, launch.pad.budget_vbs) == (
+        1,
+        4,
+        64,
+    )
+    assert (launch.pad.model, launch.pad.memory) == ("model-be", "mem-be")
+    assert ex.inflight(Stream.RT) == 2
+    dev.done += [
+        Completion(2, 0, CompletionStatus.OK, 0, 5),
+        Completion(1, 4, CompletionStatus.PREEMPTED, 0, 5),
+    ]
+    assert len(ex.poll()) == 2 and ex.inflight(Stream.RT) == 0

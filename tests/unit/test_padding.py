@@ -1,0 +1,160 @@
+"""Dynamic kernel padding: the budget rule, the choice, and the scheduler's
+bookkeeping of the BE slice a padded RT launch carries."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from reefd.scheduler import make_policy
+from reefd.scheduler.padding import CallCost, DeviceShape, budget_vbs, choose_pad
+from reefd.scheduler.plan import Completion, CompletionStatus, Form, PadSlice, Stream
+from reefd.scheduler.scheduler import Scheduler
+from reefd.scheduler.task import Priority, Task, TaskState
+
+OK = CompletionStatus.OK
+PREEMPTED = CompletionStatus.PREEMPTED
+
+
+def occupancy(registers: int, smem_bytes: int) -> int:
+    """A toy SM: 64K registers, 228 KB shared memory, 256-thread CTAs, max 8."""
+    by_regs = 65536 // (max(registers, 1) * 256)
+    by_smem = (228 * 1024) // max(smem_bytes, 1) if smem_bytes else 8
+    return min(8, by_regs, by_smem)
+
+
+H100ish = DeviceShape(sms=132, ctas_per_sm=occupancy)
+
+
+def cost(n_vb: int, registers: int = 32, smem: int = 0, vb_us: float = 10.0):
+    return CallCost(n_vb, registers, smem, vb_us)
+
+
+def test_idle_slots_of_a_small_rt_kernel_become_the_be_budget():
+    rt = cost(100)  # 100 blocks on 132 x 8 slots: one wave of 10 us
+    assert budget_vbs(rt, cost(5000), H100ish) == 132 * 8 - 100
+    assert budget_vbs(rt, cost(30), H100ish) == 30  # capped at the BE call's blocks
+    assert budget_vbs(rt, cost(5000, vb_us=5.0), H100ish) == 2 * (132 * 8 - 100)
+
+
+def test_no_budget_when_it_would_hurt_the_rt_kernel():
+    rt = cost(100, registers=32)
+    assert budget_vbs(rt, cost(500, registers=128), H100ish) == 0  # occupancy 8 -> 2
+    assert budget_vbs(rt, cost(500, vb_us=11.0), H100ish) == 0  # outlasts RT
+    full = cost(132 * 8)  # a full wave leaves no slot idle
+    assert budget_vbs(full, cost(500), H100ish) == 0
+
+
+def _task(task_id: int, priority: Priority, n_calls: int, costs, **kw) -> Task:
+    kw.setdefault("client_id", task_id)
+    return Task(
+        task_id=task_id,
+        model_id=0,
+        priority=priority,
+        n_calls=n_calls,
+        arrival_us=0,
+        deadline_us=1000 if priority is Priority.RT else None,
+        costs=costs,
+        **kw,
+    )
+
+
+def test_choice_prefers_low_interference_then_progress():
+    rt = cost(100)
+    a = _task(1, Priority.BE, 2, None)
+    b = _task(2, Priority.BE, 2, None)
+    heavy = (a, cost(50), 0.3)
+    light = (b, cost(50), 0.1)
+    assert choose_pad(rt, [heavy, light], H100ish) == PadSlice(2, 0, 50)
+    tied = [(a, cost(50), 0.0), (b, cost(50), 0.0)]
+    assert choose_pad(rt, tied, H100ish).task_id == 1
+    too_big = (a, cost(50, registers=255), 0.0)
+    assert choose_pad(rt, [too_big, light], H100ish).task_id == 2
+
+
+def _sched(cap: int = 2) -> Scheduler:
+    return Scheduler(make_policy("reef", device=H100ish), be_inflight_cap=cap)
+
+
+def test_rt_launches_carry_be_slices_and_the_be_call_resumes_after_preemption():
+    s = _sched()
+    s.submit(_task(10, Priority.BE, 3, (cost(400),) * 3), 0)
+    s.submit(_task(1, Priority.RT, 2, (cost(100),) * 2), 0)
+    p = s.plan(0)
+    assert [(x.task_id, x.call_index, x.form) for x in p.launches] == [
+        (1, 0, Form.PADDED),
+        (1, 1, Form.PLAIN),  # one slice per BE task: its calls stay in order
+    ]
+    assert p.launches[0].pad == PadSlice(10, 0, 400)
+    be = s.task(10)
+    assert (be.next_call, be.inflight) == (1, 1)
+    assert s.state.inflight(Stream.RT) == 3 and s.state.inflight(Stream.BE) == 0
+    # the slice ran out of budget part way: the BE call comes back PREEMPTED
+    s.on_complete(
+        [
+            Completion(1, 0, OK),
+            Completion(10, 0, PREEMPTED),
+            Completion(1, 1, OK),
+        ],
+        5,
+    )
+    assert (be.next_call, be.done_calls, be.state) == (0, 0, TaskState.PREEMPTED)
+    p = s.plan(6)  # RT done: BE resumes call 0 on its own stream
+    assert [(x.task_id, x.call_index, x.stream) for x in p.launches] == [
+        (10, 0, Stream.BE),
+        (10, 1, Stream.BE),
+    ]
+
+
+def test_no_padding_without_costs_or_for_baselines():
+    s = _sched()
+    s.submit(_task(10, Priority.BE, 3, None), 0)
+    s.submit(_task(1, Priority.RT, 1, (cost(100),)), 0)
+    assert {x.form for x in s.plan(0).launches} == {Form.PLAIN}
+    for name in ("reset_hq", "wait"):
+        base = Scheduler(make_policy(name), be_inflight_cap=2)
+        base.submit(_task(10, Priority.BE, 3, (cost(400),) * 3), 0)
+        base.submit(_task(1, Priority.RT, 1, (cost(100),)), 0)
+        assert all(x.pad is None for x in base.plan(0).launches)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_padded_runs_complete_every_call_once_in_order(seed):
+    """RT and BE arrivals at random; every launch completes at once; a padded
+    BE slice finishes its call or is PREEMPTED at random."""
+    rng = random.Random(seed)
+    s = _sched(cap=1)
+    tasks: dict[int, Task] = {}
+    order: dict[int, list[int]] = {}
+    padded = 0
+    now = 0
+    while now < 400 or not s.idle:
+        assert now < 5000, "did not drain"
+        if now < 400 and rng.random() < 0.2:
+            tid = len(tasks)
+            prio = Priority.RT if rng.random() < 0.3 else Priority.BE
+            n = rng.randint(1, 8)
+            costs = tuple(cost(rng.choice([50, 300, 2000])) for _ in range(n))
+            tasks[tid] = _task(tid, prio, n, costs, client_id=tid % 3)
+            order[tid] = []
+            s.submit(tasks[tid], now)
+        out = []
+        for launch in s.plan(now).launches:
+            out.append(Completion(launch.task_id, launch.call_index, OK))
+            if launch.pad is not None:
+                padded += 1
+                status = OK if rng.random() < 0.5 else PREEMPTED
+                out.append(
+                    Completion(launch.pad.task_id, launch.pad.call_index, status)
+                )
+        for c in out:
+            if c.status is OK:
+                assert c.call_index == len(order[c.task_id]), "out of order"
+                order[c.task_id].append(c.call_index)
+        s.on_complete(out, now)
+        now += 1
+    assert padded > 0
+    for tid, task in tasks.items():
+        assert task.state is TaskState.DONE
+        assert order[tid] == list(range(task.n_calls))
