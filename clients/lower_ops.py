@@ -529,14 +529,7 @@ def on_assert_metadata(lw: Lowerer, node: fx.Node) -> None:
 
 def on_permute(lw: Lowerer, node: fx.Node) -> Value:
     x = lw.view(node, node.args[0])
-    dims = [d % len(x.shape) for d in node.args[1]]
-    strides, offset = x.layout()
-    return Value(
-        x.storage,
-        tuple(x.shape[d] for d in dims),
-        strides=tuple(strides[d] for d in dims),
-        offset=offset,
-    )
+    return permuted(x, [d % len(x.shape) for d in node.args[1]])
 
 
 def on_transpose(lw: Lowerer, node: fx.Node) -> Value:
@@ -548,6 +541,11 @@ def on_transpose(lw: Lowerer, node: fx.Node) -> Value:
     else:  # aten.t: the two dims of a 2-D tensor (a 1-D one is unchanged)
         d0, d1 = 0, rank - 1
     order[d0], order[d1] = order[d1], order[d0]
+    return permuted(x, order)
+
+
+def permuted(x: Value, order: list[int]) -> Value:
+    """The view `x` with its dims in `order` (no kernel)."""
     strides, offset = x.layout()
     return Value(
         x.storage,
@@ -644,13 +642,7 @@ def _unswapped_copy(lw: Lowerer, node: fx.Node, x: Value) -> Value | None:
         return None
     order = list(range(len(x.shape)))
     order[-2], order[-1] = order[-1], order[-2]
-    flipped = Value(
-        x.storage,
-        tuple(x.shape[d] for d in order),
-        strides=tuple(strides[d] for d in order),
-        offset=offset,
-    )
-    dense = lw.dense(node, flipped)
+    dense = lw.dense(node, permuted(x, order))
     back = dense_strides(dense.shape)
     return Value(
         dense.storage,
