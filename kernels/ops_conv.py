@@ -1,10 +1,13 @@
-"""Convolution kernels: `conv2d` (grouped, dilated, with a bias + relu epilogue).
+"""Convolution kernels: `conv2d` (grouped, dilated, bias and activation epilogue).
 
-Owns the conv shape rule (torch's output-size formula, checked strictly), the
-choice of its CUDA body (kernels/src/conv2d.cu) per shape, and the `pair` helper
-that checks two-int params, which the pooling kernels share. Imports torch,
-reefd.errors and this package's spec, catalog and ops_linear (the GEMM tile
-chooser) only.
+Owns the conv shape rule (torch's output-size formula, checked strictly; the
+half-precision convs of ops_conv_tc share it), the choice of its CUDA body
+(kernels/src/conv2d.cu) per shape and precision ("ieee": SIMT fp32 implicit
+GEMM; "tf32": the implicit GEMM on tensor cores, tc_gemm.cuh; grouped convs with
+few channels per group run the direct body at either precision), and the `pair`
+helper that checks two-int params, which the pooling kernels share. Imports
+torch, reefd.errors and this package's spec, catalog, act, ops_linear (the GEMM
+tile chooser) and ops_linear_tc (the tensor-core tiles) only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,22 @@ import torch.nn.functional as F
 from reefd.errors import GraphError
 from reefd.kernels import catalog
 from reefd.kernels.act import ACTS, apply_act
-from reefd.kernels.ops_linear import GemmTile, gemm_smem_bytes, gemm_tile
-from reefd.kernels.spec import KernelSpec, Operand, Param, Params, Shape, positive
+from reefd.kernels.ops_linear import (
+    PRECISIONS,
+    GemmTile,
+    gemm_smem_bytes,
+    gemm_tile,
+)
+from reefd.kernels.ops_linear_tc import tc_smem_bytes, tc_tile
+from reefd.kernels.spec import (
+    ITEMSIZE_BYTES,
+    KernelSpec,
+    Operand,
+    Param,
+    Params,
+    Shape,
+    positive,
+)
 
 
 def pair(kernel: str, name: str, value: tuple[int, ...], minimum: int) -> Shape:
@@ -35,8 +52,8 @@ def conv_out(size: int, k: int, stride: int, pad: int, dilation: int) -> int:
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
-def _out_hw(p: Params) -> tuple[int, int]:
-    k = "conv2d"
+def out_hw(p: Params, k: str = "conv2d") -> tuple[int, int]:
+    """(oh, ow) of a conv call; GraphError naming kernel `k` and the bad param."""
     positive(k, n=p["n"], c_in=p["c_in"], h=p["h"], w=p["w"], c_out=p["c_out"])
     positive(k, kh=p["kh"], kw=p["kw"], groups=p["groups"])
     sh, sw = pair(k, "stride", p["stride"], 1)
@@ -59,14 +76,19 @@ def _out_hw(p: Params) -> tuple[int, int]:
     return oh, ow
 
 
-def _conv2d_shapes(p: Params) -> dict[str, Shape]:
-    oh, ow = _out_hw(p)
+def conv_shapes(p: Params, kernel: str = "conv2d") -> dict[str, Shape]:
+    """The operand shapes of a conv call (x, w, bias, y; NCHW)."""
+    oh, ow = out_hw(p, kernel)
     return {
         "x": (p["n"], p["c_in"], p["h"], p["w"]),
         "w": (p["c_out"], p["c_in"] // p["groups"], p["kh"], p["kw"]),
         "bias": (p["c_out"],),
         "y": (p["n"], p["c_out"], oh, ow),
     }
+
+
+def _conv2d_shapes(p: Params) -> dict[str, Shape]:
+    return conv_shapes(p)
 
 
 def _conv2d_reference(t: dict[str, torch.Tensor], p: Params) -> None:
@@ -82,13 +104,18 @@ def _conv2d_reference(t: dict[str, torch.Tensor], p: Params) -> None:
     t["y"].copy_(apply_act(out, p["act"]))
 
 
-def _conv2d_flops(p: Params) -> int:
-    oh, ow = _out_hw(p)
+def conv_flops(p: Params, kernel: str = "conv2d") -> int:
+    """2 per multiply-add, plus the bias add and the activation per output."""
+    oh, ow = out_hw(p, kernel)
     outputs = p["n"] * p["c_out"] * oh * ow
     macs = outputs * (p["c_in"] // p["groups"]) * p["kh"] * p["kw"]
     # The bias add is counted whether or not a bias is bound (params cannot tell).
     epilogue = outputs * (1 + (p["act"] != "none"))
     return 2 * macs + epilogue
+
+
+def _conv2d_flops(p: Params) -> int:
+    return conv_flops(p)
 
 
 DIRECT_MAX_COUT_PER_GROUP = 16
@@ -112,37 +139,82 @@ CONV_TILES = (
 every one spill-free with the gather's registers (see ops_linear.GEMM_TILES)."""
 
 
-def _is_direct(p: Params) -> bool:
+def is_direct(p: Params) -> bool:
+    """Grouped with few channels per group: the direct body, at any precision."""
     return p["groups"] > 1 and p["c_out"] // p["groups"] < DIRECT_MAX_COUT_PER_GROUP
 
 
+def direct_kernel_size(p: Params) -> tuple[int, int]:
+    """The direct body's (KH, KW) template args: fixed when square and in
+    DIRECT_UNROLLED, else (0, 0) (read from the args)."""
+    kh, kw = p["kh"], p["kw"]
+    if kh != kw or kh not in DIRECT_UNROLLED:
+        return 0, 0
+    return kh, kw
+
+
+def direct_vb_count(p: Params, kernel: str = "conv2d") -> int:
+    oh, ow = out_hw(p, kernel)
+    return math.ceil(p["n"] * p["c_out"] * oh * ow / DIRECT_OUTPUTS_PER_VB)
+
+
+def gemm_dims(p: Params, kernel: str = "conv2d") -> tuple[int, int, int]:
+    """(rows, cols, batches) of the implicit GEMM: channels per group, output
+    pixels (n * oh * ow), groups."""
+    oh, ow = out_hw(p, kernel)
+    return p["c_out"] // p["groups"], p["n"] * oh * ow, p["groups"]
+
+
+def conv_tc_tile(p: Params, kernel: str = "conv2d") -> GemmTile:
+    """The tensor-core tile (ops_linear_tc.TC_TILES) of tc_conv_vb for a call."""
+    return tc_tile(*gemm_dims(p, kernel))
+
+
+def conv_tc_smem_bytes(tile: GemmTile, dtype: str) -> int:
+    """tc_conv_vb's shared memory (TcConvCfg::SMEM_BYTES): the tile's stages with
+    an n-contiguous B, plus the [2][BK] int4 gather table (BK = 64 B of k)."""
+    bk = 64 // ITEMSIZE_BYTES[dtype]
+    return tc_smem_bytes(tile, dtype, b_kmajor=False) + 2 * bk * 16
+
+
+def _tf32(p: Params) -> bool:
+    return p.get("precision", "ieee") == "tf32" and not is_direct(p)
+
+
 def _conv_gemm_tile(p: Params) -> GemmTile:
-    oh, ow = _out_hw(p)
-    groups = p["groups"]
-    return gemm_tile(p["c_out"] // groups, p["n"] * oh * ow, groups, CONV_TILES)
+    rows, cols, groups = gemm_dims(p)
+    return gemm_tile(rows, cols, groups, CONV_TILES)
 
 
 def _conv2d_variant(p: Params) -> str:
-    if _is_direct(p):
-        kh, kw = p["kh"], p["kw"]
-        if kh != kw or kh not in DIRECT_UNROLLED:
-            kh = kw = 0
-        return f"conv2d_direct_body<{kh}, {kw}>"
+    """conv2d_direct_body<KH, KW, ACT>, conv2d_tf32_body<BM, BN, ACT> or
+    conv2d_body<BM, BN, BK, -1>; ACT is the act's index in ACTS (a template
+    argument: each epilogue compiles only its own activation); the SIMT body
+    takes -1, the act read at run time (fewer registers there, see conv2d.cu)."""
+    act = ACTS.index(p["act"])
+    if is_direct(p):
+        kh, kw = direct_kernel_size(p)
+        return f"conv2d_direct_body<{kh}, {kw}, {act}>"
+    if _tf32(p):
+        t = conv_tc_tile(p)
+        return f"conv2d_tf32_body<{t.bm}, {t.bn}, {act}>"
     t = _conv_gemm_tile(p)
-    return f"conv2d_body<{t.bm}, {t.bn}, {t.bk}>"
+    return f"conv2d_body<{t.bm}, {t.bn}, {t.bk}, -1>"
 
 
 def _conv2d_vb_count(p: Params) -> int:
-    oh, ow = _out_hw(p)
-    if _is_direct(p):
-        return math.ceil(p["n"] * p["c_out"] * oh * ow / DIRECT_OUTPUTS_PER_VB)
-    t = _conv_gemm_tile(p)
-    return t.tiles(p["c_out"] // p["groups"], p["n"] * oh * ow) * p["groups"]
+    if is_direct(p):
+        return direct_vb_count(p)
+    rows, cols, groups = gemm_dims(p)
+    t = conv_tc_tile(p) if _tf32(p) else _conv_gemm_tile(p)
+    return t.tiles(rows, cols) * groups
 
 
 def _conv2d_smem_bytes(p: Params) -> int:
-    if _is_direct(p):
+    if is_direct(p):
         return 0
+    if _tf32(p):
+        return conv_tc_smem_bytes(conv_tc_tile(p), "float32")
     t = _conv_gemm_tile(p)
     return gemm_smem_bytes(t) + 2 * t.bk * 16  # + the double-buffered int4 table
 
@@ -186,12 +258,40 @@ SAMPLE_PARAMS: list[dict] = [
         "padding": (1, 1),
         "groups": 96,
     },
+    # TF32 tensor cores: the ResNet-50 stem and the 1x1 256 -> 512 stride 2.
+    {
+        **_RESNET,
+        "c_in": 3,
+        "h": 224,
+        "w": 224,
+        "c_out": 64,
+        "kh": 7,
+        "kw": 7,
+        "stride": (2, 2),
+        "padding": (3, 3),
+        "act": "relu",
+        "precision": "tf32",
+    },
+    {
+        **_RESNET,
+        "c_in": 256,
+        "h": 56,
+        "w": 56,
+        "c_out": 512,
+        "kh": 1,
+        "kw": 1,
+        "stride": (2, 2),
+        "precision": "tf32",
+    },
 ]
 
 conv2d = catalog.register(
     KernelSpec(
         name="conv2d",
-        summary="2-D convolution, NCHW, grouped and dilated, optional bias and relu",
+        summary=(
+            "2-D convolution, NCHW, grouped and dilated, optional bias and act; "
+            "precision ieee (SIMT fp32) or tf32 (tensor cores)"
+        ),
         operands=(
             Operand("x", "read"),
             Operand("w", "read"),
@@ -205,6 +305,9 @@ conv2d = catalog.register(
             Param("dilation", "ints", required=False, default=(1, 1)),
             Param("groups", "int", required=False, default=1),
             Param("act", "str", required=False, default="none", choices=ACTS),
+            Param(
+                "precision", "str", required=False, default="ieee", choices=PRECISIONS
+            ),
         ),
         shapes=_conv2d_shapes,
         reference=_conv2d_reference,

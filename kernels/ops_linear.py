@@ -1,9 +1,11 @@
-"""The dense kernel: `linear` (y = x @ w.T + bias, optional relu epilogue).
+"""The dense kernel: `linear` (y = x @ w.T + bias, optional activation epilogue).
 
 Owns the linear shape rule, its torch reference, the choice of its CUDA body
-(kernels/src/linear.cu) per shape, and `gemm_tile`, the tile chooser that the
-implicit-GEMM conv shares. Imports torch, reefd.errors and this package's spec
-and catalog only.
+(kernels/src/linear.cu) per shape and precision ("ieee": SIMT fp32; "tf32":
+tensor cores, whose reference stays the float32 op), and `gemm_tile`, the tile
+chooser that the implicit-GEMM conv and the tensor-core kernels share. Imports
+torch, reefd.errors and this package's spec, catalog and act; ops_linear_tc (the
+tensor-core tiles, which imports this module) only inside functions.
 """
 
 from __future__ import annotations
@@ -93,7 +95,13 @@ def gemm_smem_bytes(t: GemmTile) -> int:
 
 
 GEMV_MAX_M = 8
-"""Up to this many rows, linear runs the skinny body (k split over the CTA)."""
+"""Up to this many rows, linear runs the skinny body (k split over the CTA),
+whatever the precision: it is bound by reading w, and fp32 costs nothing there."""
+
+PRECISIONS = ("ieee", "tf32")
+"""Choices of linear's and conv2d's `precision` param: "ieee" runs fp32 FMAs,
+"tf32" tensor cores with inputs rounded to TF32 (10-bit mantissas), fp32
+accumulation; the reference is the float32 op either way."""
 
 
 def _gemv_shape(m: int) -> tuple[int, int]:
@@ -102,18 +110,37 @@ def _gemv_shape(m: int) -> tuple[int, int]:
     return rows, {1: 8, 2: 8, 4: 4, 8: 2}[rows]
 
 
+def _tensor_cores(p: Params) -> bool:
+    return p.get("precision", "ieee") == "tf32" and p["m"] > GEMV_MAX_M
+
+
+def _tc_tile(p: Params) -> GemmTile:
+    from reefd.kernels import ops_linear_tc  # it imports this module
+
+    return ops_linear_tc.tc_tile(p["m"], p["n"])
+
+
 def _linear_variant(p: Params) -> str:
+    """linear_gemv_body<MR, NC, ACT>, linear_tf32_body<BM, BN, ACT> or
+    linear_body<BM, BN, BK, ACT>; ACT is the act's index in ACTS, a template
+    argument so each epilogue compiles only its own activation."""
+    act = ACTS.index(p["act"])
     if p["m"] <= GEMV_MAX_M:
         rows, cols = _gemv_shape(p["m"])
-        return f"linear_gemv_body<{rows}, {cols}>"
+        return f"linear_gemv_body<{rows}, {cols}, {act}>"
+    if _tensor_cores(p):
+        t = _tc_tile(p)
+        return f"linear_tf32_body<{t.bm}, {t.bn}, {act}>"
     t = gemm_tile(p["m"], p["n"])
-    return f"linear_body<{t.bm}, {t.bn}, {t.bk}>"
+    return f"linear_body<{t.bm}, {t.bn}, {t.bk}, {act}>"
 
 
 def _linear_vb_count(p: Params) -> int:
     _linear_shapes(p)
     if p["m"] <= GEMV_MAX_M:
         return math.ceil(p["n"] / _gemv_shape(p["m"])[1])
+    if _tensor_cores(p):
+        return _tc_tile(p).tiles(p["m"], p["n"])
     return gemm_tile(p["m"], p["n"]).tiles(p["m"], p["n"])
 
 
@@ -121,6 +148,10 @@ def _linear_smem_bytes(p: Params) -> int:
     if p["m"] <= GEMV_MAX_M:
         rows, cols = _gemv_shape(p["m"])
         return 8 * rows * cols * 4  # 8 warps' partial sums
+    if _tensor_cores(p):
+        from reefd.kernels import ops_linear_tc  # it imports this module
+
+        return ops_linear_tc.tc_smem_bytes(_tc_tile(p), "float32", b_kmajor=True)
     return gemm_smem_bytes(gemm_tile(p["m"], p["n"]))
 
 
@@ -131,12 +162,18 @@ SAMPLE_PARAMS: list[dict] = [
     {"m": 197, "n": 768, "k": 768},
     # ResNet-50 classifier at batch 4.
     {"m": 4, "n": 1000, "k": 2048},
+    # The first two through TF32 tensor cores.
+    {"m": 8 * 197, "n": 3072, "k": 768, "act": "gelu", "precision": "tf32"},
+    {"m": 197, "n": 768, "k": 768, "precision": "tf32"},
 ]
 
 linear = catalog.register(
     KernelSpec(
         name="linear",
-        summary="y[m,n] = x[m,k] @ w[n,k].T (+ bias[n]), optional relu",
+        summary=(
+            "y[m,n] = x[m,k] @ w[n,k].T (+ bias[n]), optional act; precision ieee "
+            "(SIMT fp32) or tf32 (tensor cores)"
+        ),
         operands=(
             Operand("x", "read"),
             Operand("w", "read"),
@@ -148,6 +185,9 @@ linear = catalog.register(
             Param("n", "int"),
             Param("k", "int"),
             Param("act", "str", required=False, default="none", choices=ACTS),
+            Param(
+                "precision", "str", required=False, default="ieee", choices=PRECISIONS
+            ),
         ),
         shapes=_linear_shapes,
         reference=_linear_reference,

@@ -1,89 +1,46 @@
 // conv2d.cu: y = act(conv2d(x, w, bias)), NCHW float32, grouped and dilated.
 //
-// Two bodies (spec.variant in ops_conv.py picks one per shape):
-//   conv2d_body<BM, BN, BK>   implicit GEMM per group: Y_g[co, p] = W_g[co, kk] *
-//                             X_g[kk, p] with co the group's output channels, p =
-//                             (image, oh, ow) the output pixels and kk = (ci, r, s)
-//                             the reduction (torch's weight order, so W_g rows are
-//                             contiguous). One virtual block is one BM (channels) x
-//                             BN (pixels) tile: vb = (g * tiles_p + tp) * tiles_co
-//                             + tc. The pixel tile is gathered from x through a
-//                             per-k-tile table kk -> (offset, r*dh, s*dw) that a
-//                             few threads build one tile ahead, so the gather
-//                             needs no divisions. Same 16 x 16 thread layout and
-//                             double buffering as linear_body.
-//   conv2d_direct_body<KH, KW>  grouped convs with few channels per group
-//                             (depthwise included): 4096 outputs per virtual block
-//                             (flat NCHW order), 16 per thread, 256 apart; KH, KW
-//                             compile-time (0 = read from the args).
+// Three bodies (spec.variant in ops_conv.py picks one per shape and precision;
+// ACT is the act param's index in kernels/act.py ACTS, a template argument so
+// each epilogue compiles only its own activation; ACT = -1 reads the act from
+// the args at run time, which conv2d_body uses: templating its epilogue raised
+// registers on some tiles (64x128: 82 -> 97) and made a padded pair spill):
+//   conv2d_body<BM, BN, BK, ACT>   precision "ieee": implicit GEMM per group on
+//                             the SIMT tile of simt_gemm.cuh: Y_g[co, p] =
+//                             W_g[co, kk] * X_g[kk, p] with co the group's output
+//                             channels, p = (image, oh, ow) the output pixels and
+//                             kk = (ci, r, s) the reduction (torch's weight order,
+//                             so W_g rows are contiguous: SimtKRows loads them).
+//                             One virtual block is one BM (channels) x BN (pixels)
+//                             tile: vb = (g * tiles_p + tp) * tiles_co + tc. The
+//                             pixel tile is gathered from x through a per-k-tile
+//                             table kk -> (offset, r*dh, s*dw) that a few threads
+//                             build one tile ahead, so the gather needs no
+//                             divisions; thread tid gathers pixel tid % BN, k rows
+//                             tid / BN + j * (256 / BN). smem = 2 * BK * (BM + 4 +
+//                             BN + 4) floats + the [2][BK] int4 table.
+//   conv2d_tf32_body<BM, BN, ACT>  precision "tf32": the same implicit GEMM (same
+//                             (ci, r, s) reduction order, same gather table and vb
+//                             numbering) on tensor cores, tc_conv_vb in
+//                             tc_gemm.cuh (mma.sync m16n8k8 tf32, fp32 accumulate,
+//                             3-stage cp.async with 4-byte gathers of x).
+//   conv2d_direct_body<KH, KW, ACT>  grouped convs with few channels per group
+//                             (depthwise included), at either precision: 4096
+//                             outputs per virtual block (flat NCHW order), 16 per
+//                             thread, 256 apart; KH, KW compile-time (0 = read
+//                             from the args).
 #ifndef REEF_CONV2D_CU
 #define REEF_CONV2D_CU
 
 #include "reef_common.cuh"
+#include "simt_gemm.cuh"
+#include "tc_gemm.cuh"
 
 #define CONV_FAR (1 << 29)  // an offset that puts a row index out of bounds
-
-__device__ __forceinline__ bool conv_aligned(const void* p, unsigned bytes) {
-  return (reinterpret_cast<unsigned long long>(p) & (bytes - 1)) == 0;
-}
 
 __device__ __forceinline__ int conv_out_size(int size, int k, int stride, int pad,
                                              int dil) {
   return (size + 2 * pad - dil * (k - 1) - 1) / stride + 1;
-}
-
-template <int BM, int BN, int BK>
-struct ConvTile {
-  static constexpr int TM = BM / 16;
-  static constexpr int TN = BN / 16;
-  static constexpr int VM = TM < 4 ? TM : 4;
-  static constexpr int VN = TN < 4 ? TN : 4;
-  static constexpr int SA = BM + 4;
-  static constexpr int SB = BN + 4;
-  static constexpr int A_CHUNKS = BM * BK / 4;  // float4 chunks of a W k-tile
-  static constexpr int A_PER = (A_CHUNKS + 255) / 256;
-  static constexpr int KSTEP = 256 / BN;  // k rows gathered per pass
-  static constexpr int B_PER = BK / KSTEP;  // gathered elements per thread
-  static constexpr int SMEM_FLOATS = 2 * BK * (SA + SB);
-  static_assert(BM % 16 == 0 && BN % 16 == 0, "tile must be 16 x 16 threads");
-  static_assert(TM == 2 || TM == 4 || TM == 8, "TM in 2, 4, 8");
-  static_assert(TN == 2 || TN == 4 || TN == 8, "TN in 2, 4, 8");
-  static_assert(256 % BN == 0 && BK % KSTEP == 0 && B_PER >= 1, "gather split");
-  static_assert(A_CHUNKS % 256 == 0 || A_CHUNKS < 256, "A chunks");
-  static_assert(BK <= 32, "table built by one warp");
-};
-
-__device__ __forceinline__ float4 conv_load4(const float* __restrict__ base,
-                                             int rows, int row, int k, int K,
-                                             bool vec) {
-  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (row < rows) {
-    const float* p = base + (long long)row * K + k;
-    if (vec) {
-      if (k < K) v = __ldg(reinterpret_cast<const float4*>(p));
-    } else {
-      if (k < K) v.x = __ldg(p);
-      if (k + 1 < K) v.y = __ldg(p + 1);
-      if (k + 2 < K) v.z = __ldg(p + 2);
-      if (k + 3 < K) v.w = __ldg(p + 3);
-    }
-  }
-  return v;
-}
-
-template <int V>
-__device__ __forceinline__ void conv_lds(float* dst, const float* src) {
-  if (V == 4) {
-    const float4 v = *reinterpret_cast<const float4*>(src);
-    dst[0] = v.x;
-    dst[1] = v.y;
-    dst[2] = v.z;
-    dst[3] = v.w;
-  } else {
-    const float2 v = *reinterpret_cast<const float2*>(src);
-    dst[0] = v.x;
-    dst[1] = v.y;
-  }
 }
 
 // Gather table entry for reduction index kk: x offset of (ci, r, s) relative to
@@ -100,11 +57,10 @@ __device__ __forceinline__ int4 conv_table_entry(int kk, const conv2d_args& a) {
   return make_int4(ci * hw + r * dh * W + s * dw, r * dh, s * dw, 0);
 }
 
-template <int BM, int BN, int BK>
+template <int BM, int BN, int BK, int ACT>
 __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
-  using T = ConvTile<BM, BN, BK>;
+  typedef SimtTile<BM, BN, BK> T;
   constexpr int TM = T::TM, TN = T::TN, VM = T::VM, VN = T::VN;
-  constexpr int SA = T::SA, SB = T::SB;
   const int C = a.c_in, H = a.h, W = a.w_, CO = a.c_out;
   const int KH = a.kh, KW = a.kw, G = a.groups;
   const int sh = a.stride_0, sw = a.stride_1, ph = a.padding_0, pw = a.padding_1;
@@ -122,14 +78,19 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
   const int g = gp / tiles_p;
   const int m0 = tc * BM, n0 = tp * BN;
   const int tid = threadIdx.x;
-  const int tx = tid & 15, ty = tid >> 4;
 
-  float* As = reinterpret_cast<float*>(smem);  // [2][BK][SA]  weights^T
-  float* Bs = As + 2 * BK * SA;                 // [2][BK][SB]  gathered x
-  int4* table = reinterpret_cast<int4*>(Bs + 2 * BK * SB);  // [2][BK]
+  constexpr int KSTEP = 256 / BN;    // k rows gathered per pass
+  constexpr int B_PER = BK / KSTEP;  // gathered elements per thread
+  constexpr int SB = T::SB;
+  static_assert(256 % BN == 0 && BK % KSTEP == 0 && B_PER >= 1, "gather split");
+  static_assert(BK <= 32, "table built by one warp");
+
+  // After the two operand buffers: the double-buffered gather table.
+  int4* table = reinterpret_cast<int4*>(reinterpret_cast<float*>(smem) +
+                                        T::SMEM_FLOATS);  // [2][BK]
 
   const float* __restrict__ wg = a.w + (long long)g * cog * Kg;
-  const bool vec = (Kg & 3) == 0 && conv_aligned(a.w, 16);
+  const bool vec = (Kg & 3) == 0 && simt_aligned(a.w, 16);
 
   // This thread's gather column: one output pixel for the whole k loop.
   const int col = tid % BN;
@@ -155,34 +116,23 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
   if (tid < BK) {
     table[tid] = conv_table_entry(tid, a);
   } else if (tid >= 32 && tid < 32 + BK) {
-    table[tid - 32 + BK] =
-        conv_table_entry(tid - 32 + BK, a);
+    table[tid - 32 + BK] = conv_table_entry(tid - 32 + BK, a);
   }
   __syncthreads();
 
   float acc[TM][TN];
-#pragma unroll
-  for (int i = 0; i < TM; ++i)
-#pragma unroll
-    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+  simt_zero(acc);
 
-  float4 ra[T::A_PER];
-  float rb[T::B_PER];
-
+  // The loader: W_g through SimtKRows (k-contiguous [cog, Kg]); x gathered, k
+  // rows krow + j * KSTEP of each k-tile through table slot t & 1.
+  SimtRowsA<BM, BN, BK> wr(wg, cog, m0, Kg, vec);
+  float rb[B_PER];
   auto fetch = [&](int t) {
-    const int k0 = t * BK;
-#pragma unroll
-    for (int i = 0; i < T::A_PER; ++i) {
-      const int c = tid + 256 * i;
-      if (T::A_CHUNKS % 256 == 0 || c < T::A_CHUNKS) {
-        ra[i] = conv_load4(wg, cog, m0 + c / (BK / 4), k0 + (c % (BK / 4)) * 4,
-                           Kg, vec);
-      }
-    }
+    wr.fetch(t, tid);
     const int4* tb = table + (t & 1) * BK;
 #pragma unroll
-    for (int j = 0; j < T::B_PER; ++j) {
-      const int4 e = tb[krow + j * T::KSTEP];
+    for (int j = 0; j < B_PER; ++j) {
+      const int4 e = tb[krow + j * KSTEP];
       const int ih = ih0 + e.y;
       const int iw = iw0 + e.z;
       rb[j] = ((unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W)
@@ -190,67 +140,28 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
                   : 0.f;
     }
   };
-  auto stash = [&](int buf) {
-    float* as = As + buf * BK * SA;
+  auto stash = [&](float* as, float* bs) {
+    wr.stash(as, tid);
 #pragma unroll
-    for (int i = 0; i < T::A_PER; ++i) {
-      const int c = tid + 256 * i;
-      if (T::A_CHUNKS % 256 == 0 || c < T::A_CHUNKS) {
-        const int row = c / (BK / 4);
-        const int kq = (c % (BK / 4)) * 4;
-        as[(kq + 0) * SA + row] = ra[i].x;
-        as[(kq + 1) * SA + row] = ra[i].y;
-        as[(kq + 2) * SA + row] = ra[i].z;
-        as[(kq + 3) * SA + row] = ra[i].w;
-      }
-    }
-    float* bs = Bs + buf * BK * SB;
-#pragma unroll
-    for (int j = 0; j < T::B_PER; ++j) bs[(krow + j * T::KSTEP) * SB + col] = rb[j];
+    for (int j = 0; j < B_PER; ++j) bs[(krow + j * KSTEP) * SB + col] = rb[j];
   };
-
-  fetch(0);
-  stash(0);
-  __syncthreads();
-
-  for (int t = 0; t < ktiles; ++t) {
-    const int cur = t & 1;
-    const bool more = t + 1 < ktiles;
-    if (more) fetch(t + 1);
-    // Table for tile t + 2 into the slot tile t used (read before the last
-    // barrier); it is read after the barrier that ends this iteration.
-    if (t + 2 < ktiles && tid < BK) {
-      table[cur * BK + tid] =
-          conv_table_entry((t + 2) * BK + tid, a);
-    }
-    const float* as = As + cur * BK * SA;
-    const float* bs = Bs + cur * BK * SB;
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float fa[TM], fb[TN];
-#pragma unroll
-      for (int gi = 0; gi < TM / VM; ++gi)
-        conv_lds<VM>(fa + gi * VM, as + kk * SA + gi * 16 * VM + ty * VM);
-#pragma unroll
-      for (int h = 0; h < TN / VN; ++h)
-        conv_lds<VN>(fb + h * VN, bs + kk * SB + h * 16 * VN + tx * VN);
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(fa[i], fb[j], acc[i][j]);
-    }
-    if (more) stash(cur ^ 1);
-    __syncthreads();
-  }
+  // Table for tile t + 2 into the slot tile t used (read before the last
+  // barrier); it is read after the barrier that ends this iteration.
+  auto step = [&](int t) {
+    if (t + 2 < ktiles && tid < BK)
+      table[(t & 1) * BK + tid] = conv_table_entry((t + 2) * BK + tid, a);
+  };
+  SimtFnLoader<decltype(fetch), decltype(stash), decltype(step)> ld{fetch, stash,
+                                                                     step};
+  simt_gemm_tile<BM, BN, BK>(acc, ld, ktiles, smem);
 
   // Epilogue: y[nb, g * cog + co, q] for this thread's TM channels x TN pixels.
   const float* bias = a.bias;
-  const int act = a.act;
-  const bool vec_out = (OHW % VN) == 0 && conv_aligned(a.y, 4 * VN);
+  const bool vec_out = (OHW % VN) == 0 && simt_aligned(a.y, 4 * VN);
   float* __restrict__ y = a.y;
 #pragma unroll
   for (int h = 0; h < TN / VN; ++h) {
-    const int p0 = n0 + h * 16 * VN + tx * VN;
+    const int p0 = n0 + simt_col<BM, BN, BK>(h, tid);
     long long ob[VN];  // y offset of each pixel at channel 0 (-1: past the end)
 #pragma unroll
     for (int j = 0; j < VN; ++j) {
@@ -267,7 +178,7 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
     for (int gi = 0; gi < TM / VM; ++gi)
 #pragma unroll
       for (int i = 0; i < VM; ++i) {
-        const int co = m0 + gi * 16 * VM + ty * VM + i;
+        const int co = m0 + simt_row<BM, BN, BK>(gi, tid) + i;
         if (co < cog) {
           const int ch = g * cog + co;
           const float b = bias != nullptr ? __ldg(bias + ch) : 0.f;
@@ -275,14 +186,9 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
           float v[VN];
 #pragma unroll
           for (int j = 0; j < VN; ++j)
-            v[j] = reef_act(acc[gi * VM + i][h * VN + j] + b, act);
+            v[j] = reef_act(acc[gi * VM + i][h * VN + j] + b, ACT >= 0 ? ACT : a.act);
           if (full) {
-            if (VN == 4) {
-              *reinterpret_cast<float4*>(y + ob[0] + choff) =
-                  make_float4(v[0], v[1], v[VN > 2 ? 2 : 0], v[VN > 3 ? 3 : 0]);
-            } else {
-              *reinterpret_cast<float2*>(y + ob[0] + choff) = make_float2(v[0], v[1]);
-            }
+            simt_stv<VN>(y + ob[0] + choff, v);
           } else {
 #pragma unroll
             for (int j = 0; j < VN; ++j)
@@ -293,11 +199,18 @@ __device__ void conv2d_body(int vb, const conv2d_args& a, char* smem) {
   }
 }
 
+// --- tensor cores: precision "tf32" ----------------------------------------------
+
+template <int BM, int BN, int ACT>
+__device__ void conv2d_tf32_body(int vb, const conv2d_args& a, char* smem) {
+  tc_conv_vb<TcTf32, BM, BN, ACT>(vb, a, smem);
+}
+
 // --- direct: few channels per group --------------------------------------------
 
 #define CONV_DIRECT_PER_THREAD 16
 
-template <int KH_, int KW_>
+template <int KH_, int KW_, int ACT>
 __device__ void conv2d_direct_body(int vb, const conv2d_args& a, char* smem) {
   const int C = a.c_in, H = a.h, W = a.w_, CO = a.c_out, G = a.groups;
   const int KH = KH_ > 0 ? KH_ : a.kh;
@@ -309,7 +222,6 @@ __device__ void conv2d_direct_body(int vb, const conv2d_args& a, char* smem) {
   const int cig = C / G, cog = CO / G, HW = H * W;
   const long long total = (long long)a.n * CO * OH * OW;
   const float* bias = a.bias;
-  const int act = a.act;
 
   // Output index o = ((nb * CO + g * cog + cl) * OH + oh) * OW + ow, stepped by
   // 256 without divisions: the step's digits in each radix, added with carries.
@@ -362,7 +274,7 @@ __device__ void conv2d_direct_body(int vb, const conv2d_args& a, char* smem) {
         wp += KH * KW;
       }
       if (bias != nullptr) acc += __ldg(bias + co);
-      a.y[o] = reef_act(acc, act);
+      a.y[o] = reef_act(acc, ACT);
     }
     o += 256;
     ow += s_ow;

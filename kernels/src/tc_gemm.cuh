@@ -25,6 +25,10 @@
 // Epilogue straight from the accumulators: (row g / g + 8, columns 2t, 2t + 1)
 // per fragment, as pairs when N is even and Y is aligned, else single stores.
 // Every load and store is bounds-checked; offsets are 64-bit.
+//
+// tc_conv_vb (end of file): the same tile as an implicit-GEMM NCHW convolution
+// (conv2d's tf32 body, conv2d_f16 / conv2d_bf16): A = the weights, B gathered
+// from x through a per-k-tile table; see the comment above it.
 #ifndef REEF_TC_GEMM_CUH
 #define REEF_TC_GEMM_CUH
 
@@ -421,6 +425,259 @@ __device__ __forceinline__ void tc_gemm_vb(int vb, const typename K::G* a,
                                     smem);
   tc_store_tile<K, BM, BN, B_KMAJOR>(acc, y + bi * mn, bias, M, N, m0, n0, scale,
                                      act);
+}
+
+// --- implicit-GEMM convolution (NCHW) ---------------------------------------------
+//
+// Per group g: Y_g[co, p] = W_g[co, kk] @ X_g[kk, p], with co the group's output
+// channels (the tile's M), p = (image, oh, ow) the output pixels (N) and kk =
+// (ci, r, s) the reduction in torch's weight order, so W_g is a k-contiguous
+// [cog, Kg] matrix: A goes through tc_copy_block as in tc_gemm_tile. B is
+// gathered from x into the n-contiguous layout of TcCfg<K, BM, BN, false>
+// ([BK][BN * E + pad], fragments by ldmatrix.trans / LDS as bmm's [K, N] B):
+// thread tid owns pixel column tid % BN for the whole k loop and k rows tid / BN
+// + j * (256 / BN) of every stage. A table kk -> (x offset of (ci, r, s) from the
+// pixel's corner, r * dh, s * dw) in smem after the stages ([2][BK] int4, tile t
+// in slot t & 1, written by BK threads one tile before it is gathered) spares
+// the gather all divisions; rows past Kg and pixels past the end get a
+// displacement that fails the bounds check (zero fill). tf32 gathers with 4-byte
+// cp.async, so B rides the same STAGES-deep pipeline as A; halves load into
+// registers when a stage is issued and store them after that iteration's MMAs.
+// One virtual block is one BM x BN tile of one group: vb = (g * tiles_p + tp) *
+// tiles_co + tc (channel tiles fastest, so neighbours share the gathered pixels).
+// Epilogue: y[nb, g * cog + co, q] = act(acc + bias) rounded once, pairs of
+// pixels as one store when OH * OW is even and y aligned. Shared memory:
+// TcCfg<K, BM, BN, false>::SMEM_BYTES + 2 * BK * 16 (tc_conv_smem_bytes).
+// Args: any conv args struct (conv2d, conv2d_f16, conv2d_bf16 fields).
+
+#define TC_CONV_FAR (1 << 29)  // a displacement that puts a row out of bounds
+
+template <class K, int BM, int BN>
+struct TcConvCfg {
+  typedef TcCfg<K, BM, BN, false> Cfg;
+  static constexpr int BK = Cfg::BK;
+  static constexpr int KSTEP = REEF_CTA_THREADS / BN;  // k rows per gather pass
+  static constexpr int PER = BK / KSTEP;  // gathered elements per thread, stage
+  static constexpr int TABLE_OFFSET = Cfg::SMEM_BYTES;
+  static constexpr int SMEM_BYTES = Cfg::SMEM_BYTES + 2 * BK * 16;
+  static_assert(REEF_CTA_THREADS % BN == 0 && BK % KSTEP == 0, "gather split");
+  static_assert(Cfg::STAGES == 3, "the table is written one tile ahead of use");
+  static_assert(2 * BK <= REEF_CTA_THREADS, "table built in one pass");
+};
+
+__device__ __forceinline__ int tc_conv_out(int size, int k, int stride, int pad,
+                                           int dil) {
+  return (size + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
+
+// 4 bytes global -> shared (cp.async.ca); src_bytes 0 writes a zero.
+__device__ __forceinline__ void tc_cp_async4(void* dst, const void* src,
+                                             int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(
+                   tc_smem_addr(dst)),
+               "l"(src), "r"(src_bytes)
+               : "memory");
+}
+
+// Table entry of reduction index kk: (x offset of (ci, r, s) relative to the
+// pixel's (ih0, iw0), r * dh, s * dw); past the reduction, -FAR rows.
+template <class Args>
+__device__ __forceinline__ int4 tc_conv_entry(int kk, const Args& a) {
+  const int khw = a.kh * a.kw;
+  if (kk >= (a.c_in / a.groups) * khw) return make_int4(0, -TC_CONV_FAR, 0, 0);
+  const int ci = kk / khw;
+  const int rs = kk - ci * khw;
+  const int r = rs / a.kw;
+  const int s = rs - r * a.kw;
+  const int rd = r * a.dilation_0, sd = s * a.dilation_1;
+  return make_int4(ci * a.h * a.w_ + rd * a.w_ + sd, rd, sd, 0);
+}
+
+template <class K, int BM, int BN, int ACT, class Args>
+__device__ __forceinline__ void tc_conv_vb(int vb, const Args& a, char* smem) {
+  typedef TcConvCfg<K, BM, BN> CC;
+  typedef typename CC::Cfg Cfg;
+  typedef typename K::G G;
+  constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, E = K::E;
+  constexpr int KSTEP = CC::KSTEP, PER = CC::PER;
+  const int H = a.h, W = a.w_, CO = a.c_out, groups = a.groups;
+  const int OH = tc_conv_out(H, a.kh, a.stride_0, a.padding_0, a.dilation_0);
+  const int OW = tc_conv_out(W, a.kw, a.stride_1, a.padding_1, a.dilation_1);
+  const int OHW = OH * OW;
+  const int cig = a.c_in / groups, cog = CO / groups, Kg = cig * a.kh * a.kw;
+  const int npix = a.n * OHW;
+  const int tiles_co = (cog + BM - 1) / BM, tiles_p = (npix + BN - 1) / BN;
+  const int tc = vb % tiles_co;
+  const int gp = vb / tiles_co;
+  const int tp = gp % tiles_p;
+  const int g = gp / tiles_p;
+  const int m0 = tc * BM, n0 = tp * BN;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm0 = (warp / Cfg::WN) * (BM / Cfg::WM);
+  const int wn0 = (warp % Cfg::WN) * (BN / Cfg::WN);
+  int4* table = reinterpret_cast<int4*>(smem + CC::TABLE_OFFSET);  // [2][BK]
+
+  const G* wg = a.w + (long long)g * cog * Kg;
+  const bool a_vec = tc_aligned16(wg) && Kg % (16 / E) == 0;
+
+  // This thread's gather column: one output pixel for the whole k loop.
+  const int col = tid % BN, krow = tid / BN;
+  int ih0 = -TC_CONV_FAR, iw0 = 0, pbase = 0;
+  const G* xb = a.x;
+  {
+    const int p = n0 + col;
+    if (p < npix) {
+      const int nb = p / OHW;
+      const int q = p - nb * OHW;
+      const int oh = q / OW;
+      const int ow = q - oh * OW;
+      ih0 = oh * a.stride_0 - a.padding_0;
+      iw0 = ow * a.stride_1 - a.padding_1;
+      xb += ((long long)nb * a.c_in + (long long)g * cig) * H * W;
+      pbase = ih0 * W + iw0;  // only used when (ih, iw) is inside
+    }
+  }
+  const int ktiles = (Kg + BK - 1) / BK;
+
+  float acc[Cfg::MI][Cfg::NI][4];
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < Cfg::NI; ++ni)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[mi][ni][j] = 0.f;
+
+  // Halves: this thread's share of the stage in flight, two k rows a word.
+  unsigned rb[E == 2 ? PER / 2 : 1];
+  (void)rb;
+
+  // A of k-tile kt into `stage` (cp.async), and B from table slot kt & 1:
+  // tf32 by cp.async, halves into rb (store_b writes them).
+  auto issue = [&](int stage, int kt) {
+    char* as = smem + stage * Cfg::STAGE_BYTES;
+    tc_copy_block<K, BM, 4>(as, Cfg::A_LD, wg, m0, kt * BK, cog, Kg, a_vec, tid);
+    char* bs = as + Cfg::A_BYTES;
+    const int4* tb = table + (kt & 1) * BK;
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const int kr = krow + j * KSTEP;
+      const int4 e = tb[kr];
+      const bool in = (unsigned)(ih0 + e.y) < (unsigned)H &&
+                      (unsigned)(iw0 + e.z) < (unsigned)W;
+      const G* src = xb + (pbase + e.x);
+      if constexpr (E == 4) {
+        tc_cp_async4(bs + kr * Cfg::B_LD + col * E, in ? src : xb, in ? 4 : 0);
+      } else {
+        const unsigned v = in ? __ldg(src) : 0u;
+        rb[j / 2] = j % 2 ? rb[j / 2] | (v << 16) : v;
+      }
+    }
+  };
+  auto store_b = [&](int stage) {
+    if constexpr (E == 2) {
+      char* bs = smem + stage * Cfg::STAGE_BYTES + Cfg::A_BYTES;
+#pragma unroll
+      for (int j = 0; j < PER; ++j)
+        *reinterpret_cast<G*>(bs + (krow + j * KSTEP) * Cfg::B_LD + col * E) =
+            (G)(j % 2 ? rb[j / 2] >> 16 : rb[j / 2]);
+    }
+  };
+
+  // Tables of tiles 0 and 1, the first STAGES - 1 stages, then tile 2's table
+  // into slot 0 once everyone has gathered tile 0.
+  if (tid < 2 * BK) table[tid] = tc_conv_entry(tid, a);
+  __syncthreads();
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ktiles) {
+      issue(s, s);
+      store_b(s);
+    }
+    tc_cp_commit();
+  }
+  __syncthreads();
+  if (tid < BK) table[tid] = tc_conv_entry(2 * BK + tid, a);
+
+#pragma unroll 1
+  for (int kt = 0; kt < ktiles; ++kt) {
+    tc_cp_wait<STAGES - 2>();  // k-tile kt has landed (this thread's copies)
+    __syncthreads();           // ... everyone's; stage (kt - 1) % STAGES is free
+    const int next = kt + STAGES - 1;
+    const bool more = next < ktiles;
+    if (more) issue(next % STAGES, next);
+    tc_cp_commit();
+    // Tile kt + 3's table into the slot tile kt + 1 used (gathered before the
+    // barrier above); it is gathered after the next barrier.
+    if (kt + STAGES < ktiles && tid < BK)
+      table[((kt + STAGES) & 1) * BK + tid] =
+          tc_conv_entry((kt + STAGES) * BK + tid, a);
+    const char* as = smem + (kt % STAGES) * Cfg::STAGE_BYTES;
+    const char* bs = as + Cfg::A_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < BK / K::KS; ++ks) {
+      TcFrags<Cfg, K> f;
+      tc_load_frags<Cfg, K, false>(f, as, bs, wm0, wn0, ks, lane);
+#pragma unroll
+      for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Cfg::NI; ++ni) tc_mma<K>(acc[mi][ni], f.a[mi], f.b[ni]);
+    }
+    if (more) store_b(next % STAGES);
+  }
+  tc_cp_wait<0>();
+  __syncthreads();  // smem free for whatever the CTA runs next
+
+  // Epilogue: this thread's pixels pcol0 + 8 ni (+ 1) at channels co.
+  const G* bias = a.bias;
+  G* y = a.y;
+  const int gq = lane >> 2, t4 = lane & 3;
+  const int pcol0 = n0 + wn0 + 2 * t4;
+  const bool pairs = (OHW & 1) == 0 &&
+                     (reinterpret_cast<unsigned long long>(y) & (2 * E - 1)) == 0;
+  long long ob[Cfg::NI][2];  // y offset of each pixel at channel 0, -1 past the end
+#pragma unroll
+  for (int ni = 0; ni < Cfg::NI; ++ni)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int p = pcol0 + ni * 8 + j;
+      if (p < npix) {
+        const int nb = p / OHW;
+        ob[ni][j] = (long long)nb * CO * OHW + (p - nb * OHW);
+      } else {
+        ob[ni][j] = -1;
+      }
+    }
+#pragma unroll
+  for (int mi = 0; mi < Cfg::MI; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int co = m0 + wm0 + mi * 16 + h * 8 + gq;
+      if (co >= cog) continue;
+      const int ch = g * cog + co;
+      const float b = bias != nullptr ? K::to_f32(bias[ch]) : 0.f;
+      const long long choff = (long long)ch * OHW;
+#pragma unroll
+      for (int ni = 0; ni < Cfg::NI; ++ni) {
+        float v0 = acc[mi][ni][2 * h], v1 = acc[mi][ni][2 * h + 1];
+        if (bias != nullptr) {
+          v0 += b;
+          v1 += b;
+        }
+        const G o0 = K::from_f32(reef_act(v0, ACT));
+        const G o1 = K::from_f32(reef_act(v1, ACT));
+        if (pairs && ob[ni][1] >= 0) {  // p even, OHW even: p + 1 in p's image
+          G* dst = y + ob[ni][0] + choff;
+          if constexpr (E == 4) {
+            *reinterpret_cast<float2*>(dst) = make_float2(o0, o1);
+          } else {
+            *reinterpret_cast<unsigned*>(dst) = (unsigned)o0 | ((unsigned)o1 << 16);
+          }
+        } else {
+          if (ob[ni][0] >= 0) y[ob[ni][0] + choff] = o0;
+          if (ob[ni][1] >= 0) y[ob[ni][1] + choff] = o1;
+        }
+      }
+    }
 }
 
 #endif  // REEF_TC_GEMM_CUH

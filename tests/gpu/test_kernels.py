@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from reefd.kernels import catalog, ops_conv, ops_linear
+from reefd.kernels.act import ACTS
 from reefd.kernels.wrappers import EntryPoint
 from tests.gpu.harness import (
     ATOL,
@@ -266,7 +267,8 @@ def test_every_linear_tile(gpu: Gpu, monkeypatch, tile) -> None:
         dict(m=2 * tile.bm, n=tile.bn, k=256),
     ):
         call = make_call("linear", params, seed=3)
-        assert call.body == f"linear_body<{tile.bm}, {tile.bn}, {tile.bk}>"
+        act = ACTS.index(call.params["act"])
+        assert call.body == f"linear_body<{tile.bm}, {tile.bn}, {tile.bk}, {act}>"
         assert_matches_reference(call, run_plain(gpu, call))
 
 
@@ -289,8 +291,38 @@ def test_every_conv_tile(gpu: Gpu, monkeypatch, tile) -> None:
         dict(n=2, c_in=64, h=6, w=5, c_out=64, kh=3, kw=3, groups=2, stride=(2, 1)),
     ):
         call = make_call("conv2d", params, seed=4)
-        assert call.body == f"conv2d_body<{tile.bm}, {tile.bn}, {tile.bk}>"
+        assert call.body == f"conv2d_body<{tile.bm}, {tile.bn}, {tile.bk}, -1>"
         assert_matches_reference(call, run_plain(gpu, call))
+
+
+TF32 = (
+    "TF32 tensor cores (inputs rounded to 10-bit mantissas, fp32 accumulation) vs "
+    "the float32 reference with TF32 off, rtol = atol = 5e-3 (reductions of at "
+    "most 1024 terms, O(1) outputs); tests/gpu/test_conv_tc.py covers every tile"
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        *(("linear", p) for p in LINEAR if p["m"] > 8),
+        *(("conv2d", p) for p in CONV),
+    ],
+    ids=_case_id,
+)
+def test_tf32_precision_matches_torch(gpu: Gpu, case) -> None:
+    """precision="tf32": tensor cores for linear past the skinny body and for
+    conv2d's implicit GEMM; grouped convs with few channels per group keep the
+    direct body (fp32), which must then match at the harness precision too."""
+    name, params = case
+    call = make_call(name, {**params, "precision": "tf32"}, seed=11)
+    want_tc = "direct" not in call.body
+    assert ("tf32" in call.body) == want_tc, call.body
+    got = run_plain(gpu, call)
+    if want_tc:
+        assert_matches_reference(call, got, rtol=5e-3, atol=5e-3, precision=TF32)
+    else:
+        assert_matches_reference(call, got)
 
 
 def test_special_values_follow_torch(gpu: Gpu) -> None:

@@ -106,9 +106,10 @@ def test_linear_args_struct_follows_the_abi() -> None:
         "  int n;\n"
         "  int k;\n"
         "  int act;\n"
+        "  int precision;\n"
         "};\n"
     )
-    assert wrappers.struct_size(catalog.get("linear")) == 48
+    assert wrappers.struct_size(catalog.get("linear")) == 56
 
 
 def test_inplace_kernels_get_no_restrict_and_ints_expand() -> None:
@@ -125,7 +126,7 @@ def test_pack_args_lays_out_linear() -> None:
         spec, {"m": 128, "n": 768, "k": 64, "act": "relu"}, {"x": 16, "w": 32, "y": 48}
     )
     assert len(raw) == wrappers.struct_size(spec)
-    assert struct.unpack("<4Q4i", raw) == (16, 32, 0, 48, 128, 768, 64, 1)
+    assert struct.unpack("<4Q5i4x", raw) == (16, 32, 0, 48, 128, 768, 64, 1, 0)
 
 
 def test_pack_args_lays_out_every_param_kind() -> None:
@@ -192,7 +193,7 @@ def test_ctypes_layout_matches_the_c_struct(cache: Path) -> None:
     )
     compiled = nvrtc.compile_cuda(source, "layout.cu")
     assert "layout_probe" in compiled.functions
-    assert "static_assert(sizeof(linear_args) == 48" in source
+    assert "static_assert(sizeof(linear_args) == 56" in source
 
 
 def test_a_wrong_layout_would_fail_to_compile(cache: Path) -> None:
