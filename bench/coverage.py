@@ -29,7 +29,8 @@ import torch
 
 from bench import zoo
 from reefd.clients.lower import export, lower
-from reefd.clients.lower_ops import HANDLERS, on_reshape
+from reefd.clients.lower_ops import HANDLERS
+from reefd.clients.lower_views import on_reshape
 from reefd.errors import UnsupportedOp
 
 MB = 1 << 20

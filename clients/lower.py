@@ -4,9 +4,9 @@ Owns the pipeline torch.export -> core ATen -> KernelGraph: walking the exported
 graph, constant folding, views as strided Values (a copy kernel only where a
 consumer needs dense memory), buffer assignment with scratch reused by liveness,
 and UnsupportedOp errors naming the ATen op, its input shapes and the user's
-source line. The per-op handlers are in lower_ops.py, the values they work on in
-lower_ir.py. Imports torch, reefd.errors, reefd.graph and reefd.kernels.catalog;
-no sockets, no I/O.
+source line. The per-op handlers are in lower_ops.py and lower_views.py, the
+values they work on in lower_ir.py. Imports torch, reefd.errors, reefd.graph and
+reefd.kernels.catalog; no sockets, no I/O.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reefd.clients.lower import Lowered, lower
-from reefd.clients.lower_ops import view_strides
+from reefd.clients.lower_views import view_strides
 from reefd.errors import UnsupportedOp
 from reefd.graph import validate
 from reefd.memory import run_graph
