@@ -12,8 +12,9 @@
 //                              walks columns t, t + 256, ...; three passes over
 //                              the row (sum, squared deviations, write), block
 //                              reductions through smem (8 floats).
-// Sums run in a fixed order (per-thread sequential, then a fixed shuffle tree,
-// then warps 0..7), so a row's result does not depend on the CTA that runs it.
+// Sums run in a fixed order (per-thread sequential, then reef_warp_sum's
+// butterfly, then reef_block_sum's warps 0..7; reef_common.cuh), so a row's
+// result does not depend on the CTA that runs it.
 // y may alias x: the warp body reads its whole row before writing any of it; the
 // block body writes only after the last reduction's barrier, each element by
 // the thread that reads it.
@@ -23,25 +24,6 @@
 #include "reef_common.cuh"
 
 #define LN_WARP_ROWS 8
-
-__device__ __forceinline__ float ln_warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m >= 1; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-
-// Block-wide sum of 256 threads; `red` holds 8 floats. Every thread gets the
-// result; the trailing barrier frees `red` for the next reduction.
-__device__ __forceinline__ float ln_block_sum(float v, float* red) {
-  v = ln_warp_sum(v);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = red[0];
-#pragma unroll
-  for (int w = 1; w < 8; ++w) r += red[w];
-  __syncthreads();
-  return r;
-}
 
 __device__ __forceinline__ float ln_rstd(float sq_sum, int cols, float eps) {
   return 1.0f / sqrtf(sq_sum / (float)cols + eps);
@@ -72,14 +54,14 @@ __device__ void layer_norm_warp_body(int vb, const layer_norm_args& a, char* sme
       v[j] = c < cols ? xr[c] : 0.0f;
       s += v[j];
     }
-    const float mean = ln_warp_sum(s) / (float)cols;
+    const float mean = reef_warp_sum(s) / (float)cols;
     float q = 0.0f;
 #pragma unroll
     for (int j = 0; j < VPL; ++j) {
       const float d = v[j] - mean;
       if (lane + 32 * j < cols) q += d * d;
     }
-    const float rstd = ln_rstd(ln_warp_sum(q), cols, a.eps);
+    const float rstd = ln_rstd(reef_warp_sum(q), cols, a.eps);
 #pragma unroll
     for (int j = 0; j < VPL; ++j) {
       const int c = lane + 32 * j;
@@ -96,13 +78,13 @@ __device__ void layer_norm_block_body(int vb, const layer_norm_args& a, char* sm
   float* yr = a.y + (long long)vb * cols;
   float s = 0.0f;
   for (int c = threadIdx.x; c < cols; c += REEF_CTA_THREADS) s += xr[c];
-  const float mean = ln_block_sum(s, red) / (float)cols;
+  const float mean = reef_block_sum(s, red) / (float)cols;
   float q = 0.0f;
   for (int c = threadIdx.x; c < cols; c += REEF_CTA_THREADS) {
     const float d = xr[c] - mean;
     q += d * d;
   }
-  const float rstd = ln_rstd(ln_block_sum(q, red), cols, a.eps);
+  const float rstd = ln_rstd(reef_block_sum(q, red), cols, a.eps);
   for (int c = threadIdx.x; c < cols; c += REEF_CTA_THREADS)
     yr[c] = ln_affine(a, xr[c], mean, rstd, c);
 }

@@ -23,22 +23,13 @@
 
 #include "reef_common.cuh"
 
-// Sum over groups of TPR consecutive threads (TPR a power of two <= 256); every
-// thread of a group gets its group's sum. All 256 threads must call it.
+// Sum over groups of TPR consecutive threads (TPR 8, 32 or 256: a power of two
+// <= 32, or the whole CTA); every thread of a group gets its group's sum. All 256
+// threads must call it. TPR = 256 is reef_block_sum (`red`: 8 floats of smem).
 template <int TPR>
 __device__ __forceinline__ float rd_group_sum(float v, float* red) {
-#pragma unroll
-  for (int m = (TPR < 32 ? TPR : 32) / 2; m >= 1; m >>= 1)
-    v += __shfl_xor_sync(0xffffffffu, v, m);
-  if (TPR > 32) {  // the group is the CTA: add the 8 warp sums in warp order
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-    __syncthreads();
-    v = red[0];
-#pragma unroll
-    for (int w = 1; w < 8; ++w) v += red[w];
-    __syncthreads();
-  }
-  return v;
+  if (TPR > 32) return reef_block_sum(v, red);
+  return reef_warp_sum<(TPR < 32 ? TPR : 32)>(v);
 }
 
 template <int TPR>

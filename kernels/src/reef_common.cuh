@@ -75,4 +75,74 @@ __device__ __host__ __forceinline__ int reef_ceil_div(int a, int b) {
 __device__ __forceinline__ int reef_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int reef_max(int a, int b) { return a > b ? a : b; }
 
+// --- warp and CTA reductions ----------------------------------------------------
+//
+// Each combines in one fixed order, so a result depends only on the values, never
+// on the CTA or SM that computes it (what makes the preemptible and padded forms
+// bit for bit the plain form):
+//   reef_warp_sum<W> / reef_warp_max<W>   a butterfly over each group of W
+//       consecutive lanes (W a power of two <= 32, default the whole warp): lane
+//       l combines with lane l ^ m for m = W / 2, ..., 2, 1, in that order; every
+//       lane of the group ends with the group's result. All 32 lanes must call it.
+//   reef_block_sum / reef_block_max   the warp butterfly, then every thread
+//       combines the REEF_CTA_WARPS warp results in warp order, left to right:
+//       ((red[0] op red[1]) op red[2]) ... op red[7].
+// Shared memory of the block reductions: `red` points at REEF_CTA_WARPS (8)
+// floats; red[w] holds warp w's result, written by its lane 0. A barrier
+// publishes them; a trailing barrier frees `red`, so the next reduction may reuse
+// it at once. All REEF_CTA_THREADS threads must call them (block-uniform control
+// flow); every thread gets the result. Max is fmaxf (a NaN operand is dropped).
+// reef_warp_reduce / reef_block_reduce are the same with any combining `op`
+// (op(running, other): the running value is always the left operand).
+#define REEF_CTA_WARPS (REEF_CTA_THREADS / 32)
+
+// The combining operations of the reductions.
+struct reef_sum_op {
+  __device__ __forceinline__ float operator()(float a, float b) const {
+    return a + b;
+  }
+};
+struct reef_max_op {
+  __device__ __forceinline__ float operator()(float a, float b) const {
+    return fmaxf(a, b);
+  }
+};
+
+template <int W, class Op>
+__device__ __forceinline__ float reef_warp_reduce(float v, Op op) {
+#pragma unroll
+  for (int m = W / 2; m >= 1; m >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, m));
+  return v;
+}
+
+template <class Op>
+__device__ __forceinline__ float reef_block_reduce(float v, float* red, Op op) {
+  v = reef_warp_reduce<32>(v, op);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float r = red[0];
+#pragma unroll
+  for (int w = 1; w < REEF_CTA_WARPS; ++w) r = op(r, red[w]);
+  __syncthreads();
+  return r;
+}
+
+template <int W = 32>
+__device__ __forceinline__ float reef_warp_sum(float v) {
+  return reef_warp_reduce<W>(v, reef_sum_op());
+}
+
+template <int W = 32>
+__device__ __forceinline__ float reef_warp_max(float v) {
+  return reef_warp_reduce<W>(v, reef_max_op());
+}
+
+__device__ __forceinline__ float reef_block_sum(float v, float* red) {
+  return reef_block_reduce(v, red, reef_sum_op());
+}
+
+__device__ __forceinline__ float reef_block_max(float v, float* red) {
+  return reef_block_reduce(v, red, reef_max_op());
+}
+
 #endif  // REEF_COMMON_CUH

@@ -15,7 +15,8 @@
 //                            in registers; block reductions through smem.
 //   softmax_online_body      longer rows: one row per virtual block; one pass
 //                            for (max, sum) with rescaling, one pass to write.
-// smem: 16 floats for the block variants, none for the warp variant.
+// smem: 16 floats for the block variants, none for the warp variant. The warp
+// and block max / sum are reef_common.cuh's (fixed butterfly and warp orders).
 #ifndef REEF_SOFTMAX_CU
 #define REEF_SOFTMAX_CU
 
@@ -36,42 +37,6 @@ __device__ __forceinline__ float sm_in(const float* xr, const float* mr, float s
   return mr ? __fadd_rn(v, mr[c]) : v;
 }
 
-__device__ __forceinline__ float sm_warp_max(float v) {
-#pragma unroll
-  for (int m = 16; m >= 1; m >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, m));
-  return v;
-}
-
-__device__ __forceinline__ float sm_warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m >= 1; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-
-// Block-wide max / sum of 256 threads; `red` holds 8 floats. Every thread gets
-// the result; the trailing barrier frees `red` for the next reduction.
-__device__ __forceinline__ float sm_block_max(float v, float* red) {
-  v = sm_warp_max(v);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = red[0];
-#pragma unroll
-  for (int w = 1; w < 8; ++w) r = fmaxf(r, red[w]);
-  __syncthreads();
-  return r;
-}
-
-__device__ __forceinline__ float sm_block_sum(float v, float* red) {
-  v = sm_warp_sum(v);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = red[0];
-#pragma unroll
-  for (int w = 1; w < 8; ++w) r += red[w];
-  __syncthreads();
-  return r;
-}
-
 template <int VPL>
 __device__ void softmax_warp_body(int vb, const softmax_args& a, char* smem) {
   const int cols = a.cols;
@@ -89,7 +54,7 @@ __device__ void softmax_warp_body(int vb, const softmax_args& a, char* smem) {
       v[j] = c < cols ? sm_in(xr, mr, a.scale, c) : SOFTMAX_NEG_INF;
       m = fmaxf(m, v[j]);
     }
-    m = sm_warp_max(m);
+    m = reef_warp_max(m);
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < VPL; ++j) {
@@ -97,7 +62,7 @@ __device__ void softmax_warp_body(int vb, const softmax_args& a, char* smem) {
       v[j] = c < cols ? expf(v[j] - m) : 0.0f;
       s += v[j];
     }
-    s = sm_warp_sum(s);
+    s = reef_warp_sum(s);
 #pragma unroll
     for (int j = 0; j < VPL; ++j) {
       const int c = lane + 32 * j;
@@ -123,7 +88,7 @@ __device__ void softmax_block_body(int vb, const softmax_args& a, char* smem) {
     v[j] = c < cols ? sm_in(xr, mr, a.scale, c) : SOFTMAX_NEG_INF;
     m = fmaxf(m, v[j]);
   }
-  m = sm_block_max(m, red);
+  m = reef_block_max(m, red);
   float s = 0.0f;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
@@ -131,7 +96,7 @@ __device__ void softmax_block_body(int vb, const softmax_args& a, char* smem) {
     v[j] = c < cols ? expf(v[j] - m) : 0.0f;
     s += v[j];
   }
-  s = sm_block_sum(s, red);
+  s = reef_block_sum(s, red);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     const int c = tid + 256 * j;

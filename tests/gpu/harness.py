@@ -4,17 +4,21 @@
 torch's primary context and launches them on torch's current stream;
 `make_call` builds a kernel call's operands on the GPU (random, or from `fill`)
 with its torch reference result; the asserts compare against torch (named
-precision) or bit for bit against the plain form.
+precision) or bit for bit against the plain form; the `check_*` functions are
+the preemptible- and padded-form scenarios every test module runs on its own
+cases (each module passes its own reference check, with its tolerances).
 The `gpu` fixture lives in tests/gpu/conftest.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 
 from reefd.kernels import catalog
@@ -79,6 +83,19 @@ class Call:
 
     def where(self) -> str:
         return f"{self.spec.name} {self.body} {self.params}"
+
+
+def case_id(case: tuple[str, dict[str, Any]]) -> str:
+    """A test id for `(kernel, params)`: `name-k1v1-k2v2`, tuples joined by x."""
+    name, params = case
+    return (
+        name
+        + "-"
+        + "-".join(
+            f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for k, v in params.items()
+        )
+    )
 
 
 def _fan_in_scale(spec: KernelSpec, p: dict[str, Any]) -> dict[str, float]:
@@ -188,7 +205,9 @@ def assert_matches_reference(
         )
 
 
-def assert_bitwise(call: Call, got: dict[str, torch.Tensor], want: dict, how: str):
+def assert_bitwise(
+    call: Call, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], how: str
+) -> None:
     for name in call.outputs:
         a, b = got[name], want[name]
         if a.dtype.is_floating_point:  # bits, so NaN == NaN and -0 != +0
@@ -226,3 +245,161 @@ def run_padded(
             ptr(preempt),
         ],
     )
+
+
+# --- the preemptible and padded forms against the plain form ----------------------
+
+Check = Callable[[Call, dict[str, torch.Tensor]], None]
+"""A module's reference check of a plain result (its own tolerances)."""
+
+
+def check_preemptible_equals_plain(
+    gpu: Gpu, call: Call, check: Check = assert_matches_reference
+) -> None:
+    """`check` the plain result, then the preemptible form with the flag down on
+    1, 7 and 2 x SMs CTAs (at most one per block): bit for bit the plain result,
+    and the counter ends at n_vb + grid (every CTA's last claim overshoots by
+    one; none was lost or repeated)."""
+    plain = run_plain(gpu, call)
+    check(call, plain)
+    flag = device_int(0)
+    for grid in (1, 7, 2 * gpu.sms):
+        call.clear_outputs()
+        counter = device_int(0)
+        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
+        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
+        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+
+
+def check_raised_flag_runs_nothing(
+    gpu: Gpu,
+    call: Call,
+    plain: dict[str, torch.Tensor] | None = None,
+    *,
+    resume: bool = True,
+) -> None:
+    """With the flag raised before the launch, no CTA claims a block and no output
+    is written; with `resume`, lowering it and relaunching on the same counter
+    gives the plain result bit for bit (`plain`, run here when not given)."""
+    if plain is None:
+        plain = run_plain(gpu, call)
+    call.clear_outputs()
+    counter, flag = device_int(0), device_int(1)
+    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
+    sync()
+    assert counter.item() == 0, (
+        f"{call.where()}: a CTA claimed a block with the flag raised"
+    )
+    for name in call.outputs:
+        assert call.tensors[name].isnan().all(), (
+            f"{call.where()}: a preempted launch wrote output {name!r}"
+        )
+    if resume:
+        flag.zero_()
+        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
+        assert_bitwise(call, call.result(), plain, "preempted-then-resumed launch")
+
+
+def check_resume_from_counter(
+    gpu: Gpu,
+    call: Call,
+    plain: dict[str, torch.Tensor] | None = None,
+    k: int | None = None,
+) -> None:
+    """Blocks [0, k) done by a plain launch of k CTAs; the preemptible form on 5
+    CTAs resumes from a counter at k and finishes the plain result bit for bit.
+    `k` defaults to a third of the blocks, at least one where there are two or
+    more; `plain` is run here when not given."""
+    if plain is None:
+        plain = run_plain(gpu, call)
+    if k is None:
+        k = max(1, call.n_vb // 3) if call.n_vb > 1 else 0
+    call.clear_outputs()
+    if k:
+        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
+    counter, flag = device_int(k), device_int(0)
+    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
+    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+
+
+def check_flag_mid_run(gpu: Gpu, call: Call) -> None:
+    """One persistent CTA walks the blocks (a call that takes tens of ms that
+    way); the host raises a mapped-memory flag 2 ms in; relaunching on 2 x SMs
+    CTAs with the same counter finishes with the plain result bit for bit.
+    Fails when the single CTA finished before the flag."""
+    plain = run_plain(gpu, call)
+    call.clear_outputs()
+    counter = device_int(0)
+    with gpu.mapped_flag() as (flag, flag_ptr):
+        sync()
+        run_preemptible(gpu, call, 1, counter, flag_ptr)
+        time.sleep(0.002)
+        flag.value = 1
+        sync()
+        stopped_at = counter.item()
+        assert 0 <= stopped_at <= call.n_vb
+        if stopped_at == call.n_vb:
+            pytest.fail(f"{call.where()}: finished before the flag ({call.n_vb} vbs)")
+        flag.value = 0
+        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag_ptr)
+        got = call.result()
+    assert_bitwise(call, got, plain, f"preempted at block {stopped_at} and resumed")
+
+
+def check_padded_pair(
+    gpu: Gpu,
+    rt: Call,
+    be: Call,
+    *,
+    check_rt: Check | None = assert_matches_reference,
+    check_be: Check | None = assert_matches_reference,
+    whole: bool = True,
+    budgets: Sequence[int] | None = None,
+    raised: bool = True,
+) -> None:
+    """The padded form of `rt` beside `be`, bit for bit against their plain
+    results (`check_rt` / `check_be` check those first; None: not checked).
+
+    - `whole`: a BE budget covering every block on 2 x SMs CTAs: one launch
+      finishes both kernels.
+    - each of `budgets` (default: a third of the BE blocks, at least one) on SMs
+      CTAs: exactly the budget is claimed, the RT side is exact, and the
+      preemptible form resumes the BE counter where the padding stopped.
+    - `raised`: with the flag raised the BE CTAs claim nothing; the RT side
+      still runs.
+    """
+    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
+    if check_rt is not None:
+        check_rt(rt, rt_plain)
+    if check_be is not None:
+        check_be(be, be_plain)
+    flag = device_int(0)
+
+    if whole:
+        rt.clear_outputs()
+        be.clear_outputs()
+        run_padded(gpu, rt, be, 2 * gpu.sms, device_int(0), be.n_vb, flag.data_ptr())
+        assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
+        assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
+
+    for budget in budgets if budgets is not None else [max(1, be.n_vb // 3)]:
+        rt.clear_outputs()
+        be.clear_outputs()
+        be_next = device_int(0)
+        run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
+        sync()
+        assert be_next.item() == budget, "the BE share overran its block budget"
+        assert_bitwise(rt, rt.result(), rt_plain, f"the RT side, BE budget {budget}")
+        run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
+        assert_bitwise(
+            be, be.result(), be_plain, f"the BE side, budget {budget}, then resumed"
+        )
+
+    if raised:
+        rt.clear_outputs()
+        be.clear_outputs()
+        be_next, up = device_int(0), device_int(1)
+        run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, up.data_ptr())
+        sync()
+        assert be_next.item() == 0, "a BE CTA claimed a block with the flag raised"
+        assert_bitwise(rt, rt.result(), rt_plain, "RT side beside a preempted BE side")

@@ -14,7 +14,6 @@ so outputs are O(1) and the tolerances mean the same at every size.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -24,20 +23,20 @@ import torch.nn.functional as F
 from reefd.kernels import ops_conv, ops_linear_tc
 from reefd.kernels.act import ACTS
 from reefd.kernels.ops_linear_tc import TC_TILES
-from reefd.kernels.wrappers import EntryPoint
 from tests.gpu.harness import (
     DEVICE,
     PRECISION,
     Call,
     Gpu,
-    assert_bitwise,
     assert_matches_reference,
-    device_int,
+    case_id,
+    check_flag_mid_run,
+    check_padded_pair,
+    check_preemptible_equals_plain,
+    check_raised_flag_runs_nothing,
+    check_resume_from_counter,
     make_call,
-    run_padded,
     run_plain,
-    run_preemptible,
-    sync,
 )
 
 pytestmark = pytest.mark.gpu
@@ -99,18 +98,6 @@ def call_for(name: str, params: dict[str, Any], **kwargs: Any) -> Call:
         return torch.randn(shape, generator=gen, device=DEVICE) * scale
 
     return make_call(name, params, fill={"w": fill}, **kwargs)
-
-
-def case_id(case: Case) -> str:
-    name, p = case
-    return (
-        name
-        + "-"
-        + "-".join(
-            f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for k, v in p.items()
-        )
-    )
 
 
 # --- shapes ---------------------------------------------------------------------------
@@ -398,45 +385,18 @@ FORM_CASES: list[Case] = [
 
 @pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preemptible_without_preemption_equals_plain(gpu: Gpu, case: Case) -> None:
-    call = call_for(*case, seed=46)
-    plain = run_plain(gpu, call)
-    check_reference(call, plain)
-    flag = device_int(0)
-    for grid in (1, 7, 2 * gpu.sms):
-        call.clear_outputs()
-        counter = device_int(0)
-        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
-        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
-        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+    check_preemptible_equals_plain(gpu, call_for(*case, seed=46), check_reference)
 
 
 @pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_raised_flag_runs_nothing_then_the_same_counter_resumes(gpu, case) -> None:
-    call = call_for(*case, seed=47)
-    plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter, flag = device_int(0), device_int(1)
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
-    sync()
-    assert counter.item() == 0, "a CTA claimed a block with the flag raised"
-    assert call.tensors["y"].isnan().all(), "a preempted launch wrote output"
-    flag.zero_()
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, "preempted-then-resumed launch")
+    check_raised_flag_runs_nothing(gpu, call_for(*case, seed=47))
 
 
 @pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
     """Blocks [0, k) done by an earlier launch; the preemptible form resumes at k."""
-    call = call_for(*case, seed=48)
-    plain = run_plain(gpu, call)
-    k = max(1, call.n_vb // 3) if call.n_vb > 1 else 0
-    call.clear_outputs()
-    if k:
-        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
-    counter, flag = device_int(k), device_int(0)
-    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+    check_resume_from_counter(gpu, call_for(*case, seed=48))
 
 
 @pytest.mark.parametrize(
@@ -467,24 +427,7 @@ def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
     ids=case_id,
 )
 def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case: Case) -> None:
-    call = call_for(*case, seed=49)
-    plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter = device_int(0)
-    with gpu.mapped_flag() as (flag, flag_ptr):
-        sync()
-        run_preemptible(gpu, call, 1, counter, flag_ptr)
-        time.sleep(0.002)
-        flag.value = 1
-        sync()
-        stopped_at = counter.item()
-        assert 0 <= stopped_at <= call.n_vb
-        if stopped_at == call.n_vb:
-            pytest.fail(f"{call.where()}: finished before the flag ({call.n_vb} vbs)")
-        flag.value = 0
-        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag_ptr)
-        got = call.result()
-    assert_bitwise(call, got, plain, f"preempted at block {stopped_at} and resumed")
+    check_flag_mid_run(gpu, call_for(*case, seed=49))
 
 
 # --- padded ---------------------------------------------------------------------------
@@ -515,35 +458,4 @@ def _pair_id(pair: tuple[Case, Case]) -> str:
 @pytest.mark.parametrize("pair", PADDED_PAIRS, ids=_pair_id)
 def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
     rt, be = call_for(*pair[0], seed=50), call_for(*pair[1], seed=51)
-    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
-    check_reference(rt, rt_plain)
-    check_reference(be, be_plain)
-    flag = device_int(0)
-
-    # A budget covering every BE block: one launch finishes both kernels.
-    rt.clear_outputs()
-    be.clear_outputs()
-    run_padded(gpu, rt, be, 2 * gpu.sms, device_int(0), be.n_vb, flag.data_ptr())
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
-    assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
-
-    # A third of the BE blocks, then the preemptible form resumes the BE counter.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next = device_int(0)
-    budget = max(1, be.n_vb // 3)
-    run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
-    sync()
-    assert be_next.item() == budget, "the BE share overran its block budget"
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a budgeted launch")
-    run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
-    assert_bitwise(be, be.result(), be_plain, "padded BE share resumed preemptibly")
-
-    # With the flag raised, the BE CTAs claim nothing; the RT side still runs.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next, raised = device_int(0), device_int(1)
-    run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, raised.data_ptr())
-    sync()
-    assert be_next.item() == 0
-    assert_bitwise(rt, rt.result(), rt_plain, "RT side beside a preempted BE side")
+    check_padded_pair(gpu, rt, be, check_rt=check_reference, check_be=check_reference)

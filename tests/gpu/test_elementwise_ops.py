@@ -21,7 +21,6 @@ cast_i64) must equal torch exactly (`test_exact_ops_equal_torch`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,18 +29,19 @@ import torch
 
 from reefd.kernels.act import ACTS
 from reefd.kernels.ops_elementwise import BINARY_OPS, UNARY_OPS
-from reefd.kernels.wrappers import EntryPoint
 from tests.gpu.harness import (
     DEVICE,
     Call,
     Gpu,
-    assert_bitwise,
     assert_matches_reference,
+    case_id,
+    check_flag_mid_run,
+    check_padded_pair,
+    check_preemptible_equals_plain,
+    check_raised_flag_runs_nothing,
+    check_resume_from_counter,
     make_call,
-    run_padded,
     run_plain,
-    run_preemptible,
-    sync,
 )
 
 pytestmark = pytest.mark.gpu
@@ -150,18 +150,6 @@ def assert_same_values(call: Call, got: dict[str, torch.Tensor]) -> None:
         )
 
 
-def _case_id(case: tuple[str, dict[str, Any]]) -> str:
-    name, params = case
-    return (
-        name
-        + "-"
-        + "-".join(
-            f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for k, v in params.items()
-        )
-    )
-
-
 def _bshape(
     op: str, shape: tuple, a_shape: tuple, b_shape: tuple, act: str = "none"
 ) -> dict[str, Any]:
@@ -242,7 +230,7 @@ ZOO: list[tuple[str, dict[str, Any]]] = [
 # --- plain vs torch -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES + ZOO, ids=_case_id)
+@pytest.mark.parametrize("case", CASES + ZOO, ids=case_id)
 def test_plain_matches_torch(gpu: Gpu, case: tuple[str, dict[str, Any]]) -> None:
     call = call_of(*case, seed=1)
     assert_close(call, run_plain(gpu, call))
@@ -261,7 +249,7 @@ EXACT = [
 ]
 
 
-@pytest.mark.parametrize("case", EXACT, ids=_case_id)
+@pytest.mark.parametrize("case", EXACT, ids=case_id)
 @pytest.mark.parametrize("values", ["randn", "special"])
 def test_exact_ops_equal_torch(gpu: Gpu, case, values: str) -> None:
     """Ops whose rounding is documented give torch's values exactly."""
@@ -288,7 +276,7 @@ SPECIAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", SPECIAL_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", SPECIAL_CASES, ids=case_id)
 def test_special_values_follow_torch(gpu: Gpu, case) -> None:
     """NaN, +-inf, -0.0, denormals and huge |x| (exp over- and underflow in
     sigmoid / silu, x^3 overflow in gelu_tanh): NaN and inf where torch has them,
@@ -331,7 +319,7 @@ MISALIGNED = [
 ]
 
 
-@pytest.mark.parametrize("case", MISALIGNED, ids=_case_id)
+@pytest.mark.parametrize("case", MISALIGNED, ids=case_id)
 def test_misaligned_buffers_take_the_scalar_path(gpu: Gpu, case) -> None:
     call = call_of(*case, misalign=True, seed=4)
     assert_close(call, run_plain(gpu, call))
@@ -350,7 +338,7 @@ INPLACE = [
 
 
 @pytest.mark.parametrize(
-    "name,params,alias", INPLACE, ids=[_case_id(c[:2]) for c in INPLACE]
+    "name,params,alias", INPLACE, ids=[case_id(c[:2]) for c in INPLACE]
 )
 def test_inplace(gpu: Gpu, name, params, alias) -> None:
     call = call_of(name, params, alias=alias, seed=5)
@@ -387,43 +375,19 @@ FORM_CASES = [
 ]
 
 
-def int32_cell(value: int = 0) -> torch.Tensor:
-    """One int32 on the GPU: a next_vb counter or a preempt flag."""
-    return torch.full((1,), value, dtype=torch.int32, device=DEVICE)
-
-
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preemptible_without_preemption_equals_plain(gpu: Gpu, case) -> None:
-    call = call_of(*case, seed=7)
-    plain = run_plain(gpu, call)
-    assert_close(call, plain)
-    flag = int32_cell(0)
-    for grid in (1, 7, 2 * gpu.sms):
-        call.clear_outputs()
-        counter = int32_cell(0)
-        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
-        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
-        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+    check_preemptible_equals_plain(gpu, call_of(*case, seed=7), assert_close)
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preempted_then_resumed_from_any_block_equals_plain(gpu: Gpu, case) -> None:
     """The flag raised before the launch: nothing is claimed or written; blocks
     [0, k) done by a plain launch: the preemptible form resumes exactly at k."""
     call = call_of(*case, seed=8)
     plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter, raised = int32_cell(0), int32_cell(1)
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, raised.data_ptr())
-    sync()
-    assert counter.item() == 0, f"{call.where()}: a CTA claimed with the flag raised"
-    assert call.tensors["y"].isnan().all(), f"{call.where()}: a preempted launch wrote"
-    k = call.n_vb // 3
-    if k:
-        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
-    counter, flag = int32_cell(k), int32_cell(0)
-    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+    check_raised_flag_runs_nothing(gpu, call, plain, resume=False)
+    check_resume_from_counter(gpu, call, plain, k=call.n_vb // 3)
 
 
 @pytest.mark.parametrize(
@@ -436,28 +400,12 @@ def test_preempted_then_resumed_from_any_block_equals_plain(gpu: Gpu, case) -> N
         ),
         ("channel_affine", dict(n=64, c=256, inner=56 * 56, act="silu")),
     ],
-    ids=_case_id,
+    ids=case_id,
 )
 def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case) -> None:
     """One persistent CTA walks the blocks (tens of ms); the host raises a
     mapped-memory flag mid-run; the same counter finishes with the plain result."""
-    call = call_of(*case, seed=9)
-    plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter = int32_cell(0)
-    with gpu.mapped_flag() as (flag, flag_ptr):
-        sync()
-        run_preemptible(gpu, call, 1, counter, flag_ptr)
-        time.sleep(0.002)
-        flag.value = 1
-        sync()
-        stopped_at = counter.item()
-        if stopped_at >= call.n_vb:
-            pytest.fail(f"{call.where()}: finished before the flag ({call.n_vb} vbs)")
-        flag.value = 0
-        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag_ptr)
-        got = call.result()
-    assert_bitwise(call, got, plain, f"preempted at block {stopped_at} and resumed")
+    check_flag_mid_run(gpu, call_of(*case, seed=9))
 
 
 # --- padded --------------------------------------------------------------------------
@@ -488,32 +436,12 @@ PADDED_PAIRS = [
 
 
 def _pair_id(pair) -> str:
-    return f"rt_{_case_id(pair[0])}-be_{_case_id(pair[1])}"
+    return f"rt_{case_id(pair[0])}-be_{case_id(pair[1])}"
 
 
 @pytest.mark.parametrize("pair", PADDED_PAIRS, ids=_pair_id)
 def test_padded_launch_is_bitwise_the_plain_results(gpu: Gpu, pair) -> None:
+    """Only the BE side is checked against torch (assert_close); the RT side is
+    checked bit for bit against its own plain launch."""
     rt, be = call_of(*pair[0], seed=10), call_of(*pair[1], seed=11)
-    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
-    assert_close(be, be_plain)
-    flag = int32_cell(0)
-
-    # A budget covering every BE block: one launch finishes both.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next = int32_cell(0)
-    run_padded(gpu, rt, be, 2 * gpu.sms, be_next, be.n_vb, flag.data_ptr())
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
-    assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
-
-    # A third of the BE blocks, then the preemptible form resumes the rest.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next = int32_cell(0)
-    budget = max(1, be.n_vb // 3)
-    run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
-    sync()
-    assert be_next.item() == budget, "the BE share overran its block budget"
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a budgeted launch")
-    run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
-    assert_bitwise(be, be.result(), be_plain, "padded BE share resumed preemptibly")
+    check_padded_pair(gpu, rt, be, check_rt=None, check_be=assert_close, raised=False)

@@ -12,7 +12,6 @@ stream of the primary context, which torch and the driver API share.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -20,20 +19,20 @@ import torch
 
 from reefd.kernels import catalog, ops_conv, ops_linear
 from reefd.kernels.act import ACTS
-from reefd.kernels.wrappers import EntryPoint
 from tests.gpu.harness import (
     ATOL,
     DEVICE,
     RTOL,
     Gpu,
-    assert_bitwise,
     assert_matches_reference,
-    device_int,
+    case_id,
+    check_flag_mid_run,
+    check_padded_pair,
+    check_preemptible_equals_plain,
+    check_raised_flag_runs_nothing,
+    check_resume_from_counter,
     make_call,
-    run_padded,
     run_plain,
-    run_preemptible,
-    sync,
 )
 
 pytestmark = pytest.mark.gpu
@@ -174,22 +173,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _case_id(case: tuple[str, dict[str, Any]]) -> str:
-    name, params = case
-    return (
-        name
-        + "-"
-        + "-".join(
-            f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for k, v in params.items()
-        )
-    )
-
-
 # --- plain vs torch -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_plain_matches_torch(gpu: Gpu, case: tuple[str, dict[str, Any]]) -> None:
     name, params = case
     call = make_call(name, params, seed=len(CASES))
@@ -308,7 +295,7 @@ TF32 = (
         *(("linear", p) for p in LINEAR if p["m"] > 8),
         *(("conv2d", p) for p in CONV),
     ],
-    ids=_case_id,
+    ids=case_id,
 )
 def test_tf32_precision_matches_torch(gpu: Gpu, case) -> None:
     """precision="tf32": tensor cores for linear past the skinny body and for
@@ -392,49 +379,20 @@ FORM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preemptible_without_preemption_equals_plain(gpu: Gpu, case) -> None:
-    call = make_call(*case, seed=5)
-    plain = run_plain(gpu, call)
-    assert_matches_reference(call, plain)
-    flag = device_int(0)
-    for grid in (1, 7, 2 * gpu.sms):
-        call.clear_outputs()
-        counter = device_int(0)
-        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
-        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
-        # Every CTA's last claim overshoots by one; none was lost or repeated.
-        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+    check_preemptible_equals_plain(gpu, make_call(*case, seed=5))
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_raised_flag_runs_nothing_then_the_same_counter_resumes(gpu, case) -> None:
-    call = make_call(*case, seed=6)
-    plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter, flag = device_int(0), device_int(1)
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
-    sync()
-    assert counter.item() == 0, "a CTA claimed a block with the flag raised"
-    for name in call.outputs:
-        assert call.tensors[name].isnan().all(), "a preempted launch wrote output"
-    flag.zero_()
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, "preempted-then-resumed launch")
+    check_raised_flag_runs_nothing(gpu, make_call(*case, seed=6))
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
     """Blocks [0, k) done by an earlier launch; the preemptible form resumes at k."""
-    call = make_call(*case, seed=7)
-    plain = run_plain(gpu, call)
-    k = max(1, call.n_vb // 3) if call.n_vb > 1 else 0
-    call.clear_outputs()
-    if k:
-        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
-    counter, flag = device_int(k), device_int(0)
-    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+    check_resume_from_counter(gpu, make_call(*case, seed=7))
 
 
 @pytest.mark.parametrize(
@@ -448,29 +406,12 @@ def test_resuming_from_a_partial_counter_equals_plain(gpu, case) -> None:
             dict(n=32, c_in=64, h=56, w=56, c_out=64, kh=3, kw=3, padding=(1, 1)),
         ),
     ],
-    ids=_case_id,
+    ids=case_id,
 )
 def test_flag_raised_mid_run_stops_and_resumes_exactly(gpu: Gpu, case) -> None:
     """One persistent CTA walks the blocks; the host raises a mapped-memory flag
     mid-run; relaunching with the same counter finishes with the plain result."""
-    call = make_call(*case, seed=8)
-    plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter = device_int(0)
-    with gpu.mapped_flag() as (flag, flag_ptr):
-        sync()
-        run_preemptible(gpu, call, 1, counter, flag_ptr)
-        time.sleep(0.002)
-        flag.value = 1
-        sync()
-        stopped_at = counter.item()
-        assert 0 <= stopped_at <= call.n_vb
-        if stopped_at == call.n_vb:
-            pytest.fail(f"{call.where()}: finished before the flag ({call.n_vb} vbs)")
-        flag.value = 0
-        run_preemptible(gpu, call, 2 * gpu.sms, counter, flag_ptr)
-        got = call.result()
-    assert_bitwise(call, got, plain, f"preempted at block {stopped_at} and resumed")
+    check_flag_mid_run(gpu, make_call(*case, seed=8))
 
 
 # --- padded --------------------------------------------------------------------------
@@ -525,39 +466,4 @@ def _pair_id(pair) -> str:
 
 @pytest.mark.parametrize("pair", PADDED_PAIRS, ids=_pair_id)
 def test_padded_launch_produces_both_results_exactly(gpu: Gpu, pair) -> None:
-    rt = make_call(*pair[0], seed=9)
-    be = make_call(*pair[1], seed=10)
-    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
-    assert_matches_reference(rt, rt_plain)
-    assert_matches_reference(be, be_plain)
-    flag = device_int(0)
-
-    # A budget covering every BE block: one launch finishes both kernels.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next = device_int(0)
-    run_padded(gpu, rt, be, 2 * gpu.sms, be_next, be.n_vb, flag.data_ptr())
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a padded launch")
-    assert_bitwise(be, be.result(), be_plain, "the BE side of a padded launch")
-
-    # A third of the BE blocks per launch: exactly the budget is claimed, and the
-    # preemptible form resumes from the BE counter where the padding stopped.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next = device_int(0)
-    budget = max(1, be.n_vb // 3)
-    run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
-    sync()
-    assert be_next.item() == budget, "the BE share overran its block budget"
-    assert_bitwise(rt, rt.result(), rt_plain, "the RT side of a budgeted launch")
-    run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
-    assert_bitwise(be, be.result(), be_plain, "padded BE share resumed preemptibly")
-
-    # With the flag raised, the BE CTAs claim nothing; the RT side still runs.
-    rt.clear_outputs()
-    be.clear_outputs()
-    be_next, raised = device_int(0), device_int(1)
-    run_padded(gpu, rt, be, gpu.sms, be_next, be.n_vb, raised.data_ptr())
-    sync()
-    assert be_next.item() == 0
-    assert_bitwise(rt, rt.result(), rt_plain, "RT side beside a preempted BE side")
+    check_padded_pair(gpu, make_call(*pair[0], seed=9), make_call(*pair[1], seed=10))

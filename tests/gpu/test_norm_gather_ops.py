@@ -19,17 +19,17 @@ import torch
 
 from reefd.kernels import ops_gather, ops_norm, ops_reduce
 from reefd.kernels.ops_gather import copy_params
-from reefd.kernels.wrappers import EntryPoint
 from tests.gpu.harness import (
     DEVICE,
     Call,
     Gpu,
-    assert_bitwise,
-    device_int,
+    case_id,
+    check_padded_pair,
+    check_preemptible_equals_plain,
+    check_raised_flag_runs_nothing,
+    check_resume_from_counter,
     make_call,
-    run_padded,
     run_plain,
-    run_preemptible,
     sync,
 )
 
@@ -91,15 +91,6 @@ def assert_close(call: Call, got: dict[str, torch.Tensor], equal_nan=False) -> N
             f"{call.where()}: output {name!r} differs from torch by up to {diff:.3g} "
             f"({PRECISION})"
         )
-
-
-def _case_id(case: Case) -> str:
-    name, params = case
-    text = "-".join(
-        f"{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
-        for k, v in params.items()
-    )
-    return f"{name}-{text}"
 
 
 def _view_copy(
@@ -204,7 +195,7 @@ CASES: list[Case] = [
 # --- plain vs torch -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_plain_matches_torch(gpu: Gpu, case: Case) -> None:
     """Optional operands (layer_norm's weight and bias, softmax's mask) bound."""
     call = build(*case, seed=11)
@@ -212,7 +203,7 @@ def test_plain_matches_torch(gpu: Gpu, case: Case) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in CASES if c[0] in ("layer_norm", "softmax")], ids=_case_id
+    "case", [c for c in CASES if c[0] in ("layer_norm", "softmax")], ids=case_id
 )
 def test_plain_without_optional_operands(gpu: Gpu, case: Case) -> None:
     """No weight or bias (layer_norm), no mask (softmax): null pointers."""
@@ -233,7 +224,7 @@ def test_plain_without_optional_operands(gpu: Gpu, case: Case) -> None:
         ("softmax", dict(rows=8, cols=200, scale=0.125, mask_group=4)),
         ("softmax", dict(rows=2, cols=3000, scale=0.125, mask_group=2)),
     ],
-    ids=_case_id,
+    ids=case_id,
 )
 def test_misaligned_buffers(gpu: Gpu, case: Case) -> None:
     """Buffers one element past 16-byte alignment take the scalar paths."""
@@ -250,7 +241,7 @@ def test_misaligned_buffers(gpu: Gpu, case: Case) -> None:
         ("softmax", dict(rows=4, cols=3000, scale=0.125, mask_group=2)),
         ("softmax", dict(rows=2, cols=9000, scale=0.125, mask_group=1)),
     ],
-    ids=_case_id,
+    ids=case_id,
 )
 def test_in_place(gpu: Gpu, case: Case) -> None:
     call = build(*case, seed=13, alias=("x", "y"))
@@ -344,38 +335,19 @@ FORM_CASES: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preemptible_equals_plain_on_any_grid(gpu: Gpu, case: Case) -> None:
-    call = build(*case, seed=17)
-    plain = run_plain(gpu, call)
-    assert_close(call, plain)
-    flag = device_int(0)
-    for grid in (1, 7, 2 * gpu.sms):
-        call.clear_outputs()
-        counter = device_int(0)
-        run_preemptible(gpu, call, min(grid, call.n_vb), counter, flag.data_ptr())
-        assert_bitwise(call, call.result(), plain, f"preemptible on {grid} CTAs")
-        assert counter.item() == call.n_vb + min(grid, call.n_vb)
+    check_preemptible_equals_plain(gpu, build(*case, seed=17), assert_close)
 
 
-@pytest.mark.parametrize("case", FORM_CASES, ids=_case_id)
+@pytest.mark.parametrize("case", FORM_CASES, ids=case_id)
 def test_preempted_then_resumed_equals_plain(gpu: Gpu, case: Case) -> None:
     """A raised flag runs nothing; a launch from a partial counter (blocks [0, k)
     done by the plain form) finishes exactly the plain result."""
     call = build(*case, seed=18)
     plain = run_plain(gpu, call)
-    call.clear_outputs()
-    counter, raised = device_int(0), device_int(1)
-    run_preemptible(gpu, call, 2 * gpu.sms, counter, raised.data_ptr())
-    sync()
-    assert counter.item() == 0, "a CTA claimed a block with the flag raised"
-    assert all(call.tensors[k].isnan().all() for k in call.outputs)
-    k = call.n_vb // 3
-    if k:
-        gpu.launch(EntryPoint.plain(call.spec, call.params), k, [call.args()])
-    counter, flag = device_int(k), device_int(0)
-    run_preemptible(gpu, call, 5, counter, flag.data_ptr())
-    assert_bitwise(call, call.result(), plain, f"resume from block {k}")
+    check_raised_flag_runs_nothing(gpu, call, plain, resume=False)
+    check_resume_from_counter(gpu, call, plain, k=call.n_vb // 3)
 
 
 # --- padded --------------------------------------------------------------------------
@@ -394,21 +366,21 @@ PADDED_PAIRS: list[tuple[Case, Case]] = [
 
 
 def _pair_id(pair: tuple[Case, Case]) -> str:
-    return f"rt_{_case_id(pair[0])}-be_{_case_id(pair[1])}"
+    return f"rt_{case_id(pair[0])}-be_{case_id(pair[1])}"
 
 
 @pytest.mark.parametrize("pair", PADDED_PAIRS, ids=_pair_id)
 def test_padded_beside_an_rt_kernel_is_exact(gpu: Gpu, pair) -> None:
+    """Bit for bit only (no torch checks), with a BE budget of every block and of
+    a third of them (rounded up), each on SMs CTAs and then resumed."""
     rt, be = build(*pair[0], seed=19), build(*pair[1], seed=20)
-    rt_plain, be_plain = run_plain(gpu, rt), run_plain(gpu, be)
-    flag = device_int(0)
-    for budget in (be.n_vb, max(1, math.ceil(be.n_vb / 3))):
-        rt.clear_outputs()
-        be.clear_outputs()
-        be_next = device_int(0)
-        run_padded(gpu, rt, be, gpu.sms, be_next, budget, flag.data_ptr())
-        sync()
-        assert be_next.item() == budget, "the BE share overran its block budget"
-        assert_bitwise(rt, rt.result(), rt_plain, f"RT side, BE budget {budget}")
-        run_preemptible(gpu, be, 2 * gpu.sms, be_next, flag.data_ptr())
-        assert_bitwise(be, be.result(), be_plain, f"BE side, budget {budget} + rest")
+    check_padded_pair(
+        gpu,
+        rt,
+        be,
+        check_rt=None,
+        check_be=None,
+        whole=False,
+        budgets=(be.n_vb, max(1, math.ceil(be.n_vb / 3))),
+        raised=False,
+    )

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench import kernels as bk
+from bench import kernel_bench as bk
 from reefd.kernels import catalog
 from reefd.kernels.nvrtc import FunctionResources
 from reefd.kernels.spec import ITEMSIZE_BYTES, TORCH_DTYPE
