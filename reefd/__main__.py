@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from reefd import __version__
 from reefd.backends import make_device, pick_backend
 from reefd.backends.device import Device
-from reefd.config import BACKENDS, POLICIES, DaemonConfig, default_socket_path, load
+from reefd.config import (
+    BACKENDS,
+    POLICIES,
+    PREEMPT_FLAGS,
+    DaemonConfig,
+    default_socket_path,
+    load,
+)
 from reefd.engine import Engine, monotonic_us
 from reefd.errors import ReefError
 from reefd.executor import Executor
@@ -55,13 +62,15 @@ class Daemon:
 
 def build(config: DaemonConfig) -> Daemon:
     """Wire the daemon from its config; performs no I/O."""
-    backend, reason = pick_backend(config.backend)
-    device = make_device(backend, torch_threads=config.torch_threads)
+    backend, reason = pick_backend(config.backend, config.gpu_index)
+    device = make_device(backend, config)
     policy = make_policy(config.policy)
     scheduler = Scheduler(policy, be_inflight_cap=config.be_inflight_cap)
     executor = Executor(device, monotonic_us)
     server = Server(
-        config, {"backend": backend, "policy": config.policy, "version": __version__}
+        config,
+        {"backend": backend, "policy": config.policy, "version": __version__},
+        prepare=device.prepare,
     )
     engine = Engine(
         device,
@@ -131,6 +140,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--torch-threads", type=int, metavar="N", help="cpu backend intra-op threads"
+    )
+    p.add_argument(
+        "--preempt-flag",
+        choices=PREEMPT_FLAGS,
+        help="cuda backend: preempt flag in mapped host or device memory",
+    )
+    p.add_argument(
+        "--device-memory-limit-bytes",
+        type=int,
+        metavar="N",
+        help="cuda backend: device memory budget (0 = free memory less 5%%)",
     )
     p.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]

@@ -16,6 +16,7 @@ from typing import Any
 from reefd.errors import ConfigError
 
 BACKENDS = ("auto", "cpu", "cuda", "sim")
+PREEMPT_FLAGS = ("mapped", "device")
 POLICIES = ("reef", "fifo", "exclusive", "streams", "wait", "reset_hq")
 
 
@@ -64,6 +65,22 @@ class DaemonConfig:
     state_dir: str = ""
     """Where profiles and models live ('' = $STATE_DIRECTORY or
     ~/.local/state/reefd)."""
+    preempt_flag: str = "mapped"
+    """cuda backend: where the preempt flag lives. mapped = page-locked host memory
+    the GPU reads over PCIe (a host store takes effect at once); device = device
+    memory written in stream order (raised on the RT stream). "mapped" until both
+    are measured (docs/gpu-owed.md)."""
+    device_memory_limit_bytes: int = 0
+    """cuda backend: most device memory for weights and task buffers; 0 = the
+    memory free at start less 5 % of the card. Past it, requests fail with a
+    clear error instead of the GPU running out."""
+    rt_gpu_queue_launches: int = 64
+    """cuda backend: most RT launches pushed to the GPU's RT stream and not yet
+    finished; more wait in the daemon's host queue."""
+    be_gpu_queue_launches: int = 2
+    """cuda backend: most BE launches pushed to the GPU's BE stream; only launches
+    still in the host queue can be dropped by a reset. With preemptible BE
+    kernels a pushed launch that has not started stops at once on the flag."""
 
     def validate(self) -> DaemonConfig:
         if self.backend not in BACKENDS:
@@ -97,6 +114,19 @@ class DaemonConfig:
             )
         if self.torch_threads < 1:
             raise ConfigError(f"torch_threads={self.torch_threads} must be >= 1")
+        if self.preempt_flag not in PREEMPT_FLAGS:
+            raise ConfigError(
+                f"preempt_flag={self.preempt_flag!r}: choose one of "
+                f"{list(PREEMPT_FLAGS)}"
+            )
+        if self.device_memory_limit_bytes < 0:
+            raise ConfigError(
+                f"device_memory_limit_bytes={self.device_memory_limit_bytes} must "
+                "be >= 0 (0 = free memory at start less 5 % of the card)"
+            )
+        for name in ("rt_gpu_queue_launches", "be_gpu_queue_launches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.socket_path:
             raise ConfigError("socket_path must not be empty")
         if len(self.socket_path.encode()) > 100:

@@ -35,6 +35,8 @@ class RegisterModel:
     """Weight buffer name -> content digest (weight_pool.digest)."""
     batch: BatchRule | None = None
     """Set for a dynamic-batch model (validated at every batch size)."""
+    compiled: Any = field(default=None, repr=False)
+    """What `Device.prepare` made on the register worker (None: nothing)."""
 
 
 @dataclass(frozen=True)

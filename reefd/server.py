@@ -75,10 +75,20 @@ class _Session:
     bye_req: int | None = None
 
 
+Prepare = Callable[[KernelGraph, BatchRule | None], Any]
+"""Compiles a validated graph on the register worker (`Device.prepare`)."""
+
+
 class Server:
-    def __init__(self, config: DaemonConfig, info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        info: dict[str, Any],
+        prepare: Prepare | None = None,
+    ) -> None:
         self._config = config
         self._info = info
+        self._prepare = prepare
         self._sink: Callable[[Event], None] | None = None
         self._outbox: queue.SimpleQueue[tuple[int, Message]] = queue.SimpleQueue()
         self._sessions: dict[bytes, _Session] = {}
@@ -297,7 +307,7 @@ class Server:
     def _prepare_register(self, client_id: int, msg: Message) -> None:
         """On the register worker: emit RegisterModel, or answer with an error."""
         try:
-            self._emit(_register_event(client_id, msg))
+            self._emit(_register_event(client_id, msg, self._prepare))
         except ReefError as exc:
             self.post(client_id, error(msg.req, exc.code, str(exc)))
         except Exception as exc:  # a bug must cost one answer, not the daemon
@@ -397,8 +407,11 @@ _EVENT_BUILDERS: dict[Kind, Callable[[Server, _Session, Message], Event | None]]
 }
 
 
-def _register_event(client_id: int, msg: Message) -> RegisterModel:
-    """Validate a REGISTER's graph and weight frames; hash the weights."""
+def _register_event(
+    client_id: int, msg: Message, prepare: Prepare | None = None
+) -> RegisterModel:
+    """Validate a REGISTER's graph and weight frames; hash the weights; compile
+    the graph with `prepare` (the device's, passed in by the composition root)."""
     h = msg.header
     graph = KernelGraph.from_wire(h.get("graph"))
     rule = None if h.get("batch") is None else BatchRule.from_wire(h["batch"])
@@ -418,6 +431,7 @@ def _register_event(client_id: int, msg: Message) -> RegisterModel:
                 f"{frame_nbytes(frame)}"
             )
     slo_ms = h.get("slo_ms")
+    compiled = None if prepare is None else prepare(graph, rule)
     return RegisterModel(
         client_id,
         msg.req,
@@ -431,6 +445,7 @@ def _register_event(client_id: int, msg: Message) -> RegisterModel:
             for b, f in zip(weights, msg.frames, strict=True)
         },
         rule,
+        compiled,
     )
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reefd.graph import KernelGraph
 from reefd.scheduler.plan import Completion, Form, Stream
+
+if TYPE_CHECKING:
+    from reefd.batching import BatchRule
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,17 @@ class Device(ABC):
     @abstractmethod
     def start(self, waker: Callable[[], None]) -> None:
         """Acquire the device; `waker()` is called whenever completions are ready."""
+
+    def prepare(self, graph: KernelGraph, batch: BatchRule | None = None) -> Any:
+        """Compile what `load` will need; None when there is nothing to compile.
+
+        Called on the server's register worker, never on the engine thread: it
+        must not touch device state and must be thread-safe. `batch` is the
+        model's batch rule (compile for every batch size it serves). What it
+        returns reaches `load` as `compiled=` (through the RegisterModel event);
+        a device whose `prepare` returns None is loaded without that argument.
+        """
+        return None
 
     @abstractmethod
     def load(
