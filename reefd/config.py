@@ -139,9 +139,12 @@ class DaemonConfig:
     def resolved_state_dir(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir)
-        env = os.environ.get("STATE_DIRECTORY")
+        env = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
         if env:
             return Path(env.split(":")[0])
+        xdg = os.environ.get("XDG_STATE_HOME")
+        if xdg:
+            return Path(xdg) / "reefd"
         return Path.home() / ".local" / "state" / "reefd"
 
 

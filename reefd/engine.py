@@ -161,9 +161,7 @@ class Engine:
     def on_register(self, ev: RegisterModel) -> None:
         self._check_accepting()
         self._registry.check_can_register(ev.client_id)
-        # a device that prepared nothing takes no `compiled` (the cpu backend)
-        extra = {} if ev.compiled is None else {"compiled": ev.compiled}
-        handle = self._device.load(ev.graph, ev.weights, ev.digests, **extra)
+        handle = self._device.load(ev.graph, ev.weights, ev.digests, ev.compiled)
         slo_ms = ev.slo_ms
         if ev.priority is Priority.RT and slo_ms is None:
             slo_ms = self._default_slo_ms

@@ -115,6 +115,7 @@ class CpuDevice(Device):
         graph: KernelGraph,
         weights: Mapping[str, Any],
         digests: Mapping[str, str],
+        compiled: Any = None,
     ) -> CpuModel:
         flats: dict[str, torch.Tensor] = {}
         keys: list[WeightKey] = []

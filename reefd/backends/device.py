@@ -62,8 +62,7 @@ class Device(ABC):
         Called on the server's register worker, never on the engine thread: it
         must not touch device state and must be thread-safe. `batch` is the
         model's batch rule (compile for every batch size it serves). What it
-        returns reaches `load` as `compiled=` (through the RegisterModel event);
-        a device whose `prepare` returns None is loaded without that argument.
+        returns reaches `load` as `compiled=` (through the RegisterModel event).
         """
         return None
 
@@ -73,12 +72,14 @@ class Device(ABC):
         graph: KernelGraph,
         weights: Mapping[str, Any],
         digests: Mapping[str, str],
+        compiled: Any = None,
     ) -> Any:
         """Copy a validated graph's weights to the device; returns a model handle.
 
         `weights` maps weight buffer names to bytes-like objects of exact size,
         `digests` maps them to content digests (`weight_pool.digest`): weights
-        with equal content share one device copy across models.
+        with equal content share one device copy across models. `compiled` is
+        what `prepare` returned for this graph (None if it compiled nothing).
         """
 
     @abstractmethod
