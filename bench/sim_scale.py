@@ -1,0 +1,147 @@
+"""How fast the simulator runs: N DISB workload-E clients for a virtual duration.
+
+Not a test. Clients cycle through workload E's ten (five RT models with
+Poisson arrivals, five BE models closed loop); by default the RT rate per
+client is scaled so the total RT load stays workload E's (100 req/s), which
+keeps the simulated GPU as busy as in E however many clients there are. Prints
+the wall time, device events (finished block groups), kernels, events per
+wall second, virtual seconds per wall second, and what one virtual hour would
+take at that speed.
+
+    PYTHONPATH=. python -m bench.sim_scale --clients 1000 --duration-s 60
+
+`--lazy-invariants` swaps `Scheduler._check_invariants` for a version that
+checks the same conditions but formats messages only on failure (the
+scheduler's own version formats an f-string per live task per plan); it shows
+what that one change to reefd/scheduler would buy. Off by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from reefd.scheduler.plan import Stream
+from reefd.scheduler.scheduler import Scheduler
+from reefd.scheduler.task import Priority
+from reefd.sim.costs import RooflineCosts
+from reefd.sim.runner import ClientSpec, percentile, simulate
+from reefd.sim.shapes import h100_shape
+from reefd.sim.workloads import WORKLOADS, ClientTemplate, workload
+
+TOTAL_RT_RATE_PER_S = 100.0
+"""Workload E's RT load: five clients at 20 req/s."""
+
+
+def templates(n_clients: int, scale_rate: bool) -> list[ClientTemplate]:
+    base = WORKLOADS["E"]
+    n_rt = sum(1 for i in range(n_clients) if base[i % len(base)].priority == "rt")
+    out = []
+    for i in range(n_clients):
+        t = base[i % len(base)]
+        if t.priority is Priority.RT and scale_rate:
+            t = ClientTemplate(
+                t.model, t.priority, t.arrival, TOTAL_RT_RATE_PER_S / n_rt
+            )
+        out.append(t)
+    return out
+
+
+def _lazy_check_invariants(self: Scheduler, plan) -> None:
+    """Scheduler._check_invariants's conditions; the original (with its
+    messages) runs only when one fails."""
+    s = self.state
+    ok = all(
+        t.next_call <= t.n_calls
+        and t.inflight >= 0
+        and t.inflight == len(s.outstanding.get(t.task_id, ()))
+        for t in s.tasks.values()
+    )
+    ok = ok and all(s.inflight(stream) >= 0 for stream in Stream)
+    be_launched = any(launch.stream is Stream.BE for launch in plan.launches)
+    if self.policy.caps_be_inflight and be_launched:
+        ok = ok and s.inflight(Stream.BE) <= s.be_inflight_cap
+    if not ok:
+        _ORIGINAL(self, plan)
+
+
+_ORIGINAL = Scheduler._check_invariants
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.sim_scale", description=__doc__)
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--duration-s", type=float, default=10.0, help="virtual seconds")
+    p.add_argument("--policy", default="reef")
+    p.add_argument("--reduced", action="store_true", help="small zoo variants")
+    p.add_argument("--be-inflight-cap", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-rate-scale",
+        action="store_true",
+        help="every RT client at 20 req/s (overloads the GPU beyond 10 clients)",
+    )
+    p.add_argument("--lazy-invariants", action="store_true")
+    p.add_argument(
+        "--no-task-costs",
+        action="store_true",
+        help="hide call costs from the scheduler (no padding; a Task's repr "
+        "then has no cost tuple, which the stock invariant messages format)",
+    )
+    args = p.parse_args(argv)
+    if args.lazy_invariants:
+        Scheduler._check_invariants = _lazy_check_invariants  # type: ignore[method-assign]
+    shape = h100_shape()
+    costs = RooflineCosts(shape)
+    started = time.monotonic()
+    chosen = templates(args.clients, not args.no_rate_scale)
+    clients: list[ClientSpec] = workload(
+        "E", costs, shape, reduced=args.reduced, templates=chosen
+    )
+    lowered_s = time.monotonic() - started
+    t0 = time.monotonic()
+    result = simulate(
+        clients,
+        args.policy,
+        shape,
+        costs,
+        args.duration_s * 1e6,
+        args.be_inflight_cap,
+        args.seed,
+        task_costs=not args.no_task_costs,
+    )
+    wall_s = time.monotonic() - t0
+    events = result.device_events + result.arrivals
+    rt = result.latencies_us(Priority.RT)
+    print(
+        f"{args.clients} clients (workload E{', reduced' if args.reduced else ''}, "
+        f"policy {args.policy}, lazy invariants {args.lazy_invariants}, task "
+        f"costs {not args.no_task_costs}); models "
+        f"lowered in {lowered_s:.1f} s"
+    )
+    print(f"virtual time      {args.duration_s:g} s")
+    print(f"wall time         {wall_s:.1f} s")
+    print(f"device events     {result.device_events}")
+    print(f"arrivals          {result.arrivals}")
+    print(f"kernels           {result.kernels}")
+    print(f"events / wall s   {events / wall_s:,.0f}")
+    print(f"kernels / wall s  {result.kernels / wall_s:,.0f}")
+    print(f"virtual s/wall s  {args.duration_s / wall_s:.4f}")
+    print(
+        f"1 virtual hour    {3600 * wall_s / args.duration_s / 60:,.0f} min "
+        "(at this rate)"
+    )
+    print(
+        f"RT done {result.done(Priority.RT)} (p99 "
+        f"{(percentile(rt, 99) or 0) / 1000:.2f} ms), BE done "
+        f"{result.done(Priority.BE)}, skipped "
+        f"{sum(c.skipped for c in result.clients)}, SM occupancy "
+        f"{100 * result.occupancy:.1f} %"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
