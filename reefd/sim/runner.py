@@ -1,12 +1,14 @@
 """The virtual-time runner: DISB-style clients against Scheduler + Executor +
 SimDevice, with no sockets, threads or wall clock.
 
-Owns `simulate()`, the client model and the results. The daemon's engine loop
-(reefd/engine.py: drain the inbox, poll, plan, run) is replayed here directly
-on the simulated device's clock instead of through the server and protocol:
-what the simulator measures is scheduling and device timing, and skipping the
-sockets is what lets it run hours of trace in minutes. Latency is arrival to
-completion inside the daemon (what `reef status` reports), not end to end.
+Owns `simulate()` and the arrival processes (clients.py holds what a client
+is, results.py what a run measured). The daemon's engine loop (reefd/engine.py:
+drain the inbox, poll, plan, run) is replayed here directly on the simulated
+device's clock instead of through the server, protocol and engine thread: what
+the simulator measures is scheduling and device timing, and with no sockets or
+wall clock a run is deterministic for a seed and as fast as Python allows
+(bench/sim_scale.py measures how fast). Latency is arrival to completion inside
+the daemon (what `reef status` reports), not end to end.
 
 Clients follow DISB: one request outstanding per client. Open loop
 (`uniform`: every 1/rate s from a seeded random phase; `poisson`: seeded
