@@ -55,19 +55,19 @@ def rt_duration_us(rt: CallCost, device: DeviceShape) -> float:
 
 def budget_vbs(rt: CallCost, be: CallCost, device: DeviceShape) -> int:
     """BE virtual blocks that fit in the RT call's idle CTA slots without
-    lowering its occupancy; 0 if padding with `be` does not pay."""
+    lowering its occupancy or outlasting it; 0 if padding with `be` does not
+    pay. Each idle slot runs whole BE blocks back to back within one RT block
+    time (the last wave's length), so the padded launch ends when RT would."""
     alone = device.ctas_per_sm(rt.registers, rt.smem_bytes)
     merged = device.ctas_per_sm(
         max(rt.registers, be.registers), max(rt.smem_bytes, be.smem_bytes)
     )
-    if alone < 1 or merged < alone or be.vb_us <= 0:
+    if alone < 1 or merged < alone or be.vb_us <= 0 or be.vb_us > rt.vb_us:
         return 0
-    if be.vb_us > rt_duration_us(rt, device):
-        return 0  # one BE block would outlast the RT kernel and hold its stream
     slots = device.sms * merged
-    waves = math.ceil(rt.n_vb / slots)
-    idle_slot_us = (waves * slots - rt.n_vb) * rt.vb_us
-    return min(be.n_vb, int(idle_slot_us // be.vb_us))
+    idle_slots = math.ceil(rt.n_vb / slots) * slots - rt.n_vb
+    per_slot = int(rt.vb_us // be.vb_us)
+    return min(be.n_vb, idle_slots * per_slot)
 
 
 def choose_pad(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -48,7 +48,7 @@ class Task:
     finished_us: int | None = None
     preemptions: int = 0
     error: str = ""
-    costs: tuple[Any, ...] | None = None
+    costs: tuple[Any, ...] | None = field(default=None, repr=False)
     """Per-call `padding.CallCost` where the device knows them (resources from
     the kernel library, durations from profiles); None disables padding."""
 

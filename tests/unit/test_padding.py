@@ -158,3 +158,18 @@ def test_random_padded_runs_complete_every_call_once_in_order(seed):
     for tid, task in tasks.items():
         assert task.state is TaskState.DONE
         assert order[tid] == list(range(task.n_calls))
+
+
+def test_budget_counts_whole_be_blocks_per_idle_slot_within_one_rt_block():
+    rt = cost(100, vb_us=10.0)
+    # 956 idle slots, each fits floor(10 / 3) = 3 BE blocks of 3 us: none ends
+    # after the RT kernel's last block would.
+    assert budget_vbs(rt, cost(10**6, vb_us=3.0), H100ish) == 956 * 3
+    # A BE block longer than an RT block would outlast the RT kernel.
+    two_waves = cost(132 * 8 + 1, vb_us=10.0)
+    assert budget_vbs(two_waves, cost(10**6, vb_us=15.0), H100ish) == 0
+
+
+def test_task_repr_does_not_print_its_costs():
+    task = _task(1, Priority.BE, 2, (cost(5),) * 2000)
+    assert "CallCost" not in repr(task) and len(repr(task)) < 400
