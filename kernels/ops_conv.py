@@ -219,71 +219,66 @@ def _conv2d_smem_bytes(p: Params) -> int:
     return gemm_smem_bytes(t) + 2 * t.bk * 16  # + the double-buffered int4 table
 
 
-_RESNET = {"n": 8, "stride": (1, 1)}
+# Zoo convolutions at batch 8: the shapes every conv kernel's samples use.
+RESNET_STEM = {
+    "n": 8,
+    "c_in": 3,
+    "h": 224,
+    "w": 224,
+    "c_out": 64,
+    "kh": 7,
+    "kw": 7,
+    "stride": (2, 2),
+    "padding": (3, 3),
+    "act": "relu",
+}
+"""ResNet-50 stem: 7x7 stride 2 over 3 channels (k = 147, not a multiple of 4)."""
+RESNET_LAYER1 = {
+    "n": 8,
+    "c_in": 64,
+    "h": 56,
+    "w": 56,
+    "c_out": 64,
+    "kh": 3,
+    "kw": 3,
+    "stride": (1, 1),
+    "padding": (1, 1),
+    "act": "relu",
+}
+"""ResNet-50 layer1 3x3, 64 -> 64 at 56x56."""
+RESNET_DOWNSAMPLE = {
+    "n": 8,
+    "c_in": 256,
+    "h": 56,
+    "w": 56,
+    "c_out": 512,
+    "kh": 1,
+    "kw": 1,
+    "stride": (2, 2),
+}
+"""ResNet-50 layer2 downsample: 1x1 256 -> 512, stride 2, 56x56 -> 28x28."""
+MOBILENET_DEPTHWISE = {
+    "n": 8,
+    "c_in": 96,
+    "h": 56,
+    "w": 56,
+    "c_out": 96,
+    "kh": 3,
+    "kw": 3,
+    "stride": (1, 1),
+    "padding": (1, 1),
+    "groups": 96,
+}
+"""MobileNet-style depthwise 3x3 over 96 channels (the direct body)."""
+
 SAMPLE_PARAMS: list[dict] = [
-    # ResNet-50 stem: 7x7 stride 2 over 3 channels (k not a multiple of 4).
-    {
-        **_RESNET,
-        "c_in": 3,
-        "h": 224,
-        "w": 224,
-        "c_out": 64,
-        "kh": 7,
-        "kw": 7,
-        "stride": (2, 2),
-        "padding": (3, 3),
-        "act": "relu",
-    },
-    # ResNet-50 layer1 3x3 conv.
-    {
-        **_RESNET,
-        "c_in": 64,
-        "h": 56,
-        "w": 56,
-        "c_out": 64,
-        "kh": 3,
-        "kw": 3,
-        "padding": (1, 1),
-        "act": "relu",
-    },
-    # MobileNet-style depthwise 3x3.
-    {
-        **_RESNET,
-        "c_in": 96,
-        "h": 56,
-        "w": 56,
-        "c_out": 96,
-        "kh": 3,
-        "kw": 3,
-        "padding": (1, 1),
-        "groups": 96,
-    },
-    # TF32 tensor cores: the ResNet-50 stem and the 1x1 256 -> 512 stride 2.
-    {
-        **_RESNET,
-        "c_in": 3,
-        "h": 224,
-        "w": 224,
-        "c_out": 64,
-        "kh": 7,
-        "kw": 7,
-        "stride": (2, 2),
-        "padding": (3, 3),
-        "act": "relu",
-        "precision": "tf32",
-    },
-    {
-        **_RESNET,
-        "c_in": 256,
-        "h": 56,
-        "w": 56,
-        "c_out": 512,
-        "kh": 1,
-        "kw": 1,
-        "stride": (2, 2),
-        "precision": "tf32",
-    },
+    RESNET_STEM,
+    RESNET_LAYER1,
+    MOBILENET_DEPTHWISE,
+    {**RESNET_STEM, "precision": "tf32"},
+    {**RESNET_DOWNSAMPLE, "precision": "tf32"},
 ]
+
 
 conv2d = catalog.register(
     KernelSpec(

@@ -20,6 +20,10 @@ import torch.nn.functional as F
 from reefd.kernels import catalog
 from reefd.kernels.act import ACTS, apply_act
 from reefd.kernels.ops_conv import (
+    MOBILENET_DEPTHWISE,
+    RESNET_DOWNSAMPLE,
+    RESNET_LAYER1,
+    RESNET_STEM,
     conv_flops,
     conv_shapes,
     conv_tc_smem_bytes,
@@ -128,57 +132,11 @@ def _conv_half(kernel: str, dtype: str) -> KernelSpec:
     )
 
 
-_B8 = {"n": 8}
 SAMPLE_PARAMS: list[dict] = [
-    # ResNet-50 stem at batch 8: 7x7 stride 2 over 3 channels (k = 147).
-    {
-        **_B8,
-        "c_in": 3,
-        "h": 224,
-        "w": 224,
-        "c_out": 64,
-        "kh": 7,
-        "kw": 7,
-        "stride": (2, 2),
-        "padding": (3, 3),
-        "act": "relu",
-    },
-    # ResNet-50 layer1 3x3 64 -> 64 at 56x56.
-    {
-        **_B8,
-        "c_in": 64,
-        "h": 56,
-        "w": 56,
-        "c_out": 64,
-        "kh": 3,
-        "kw": 3,
-        "padding": (1, 1),
-        "act": "relu",
-    },
-    # ResNet-50 layer2 downsample: 1x1 256 -> 512, stride 2, 56x56 -> 28x28.
-    {
-        **_B8,
-        "c_in": 256,
-        "h": 56,
-        "w": 56,
-        "c_out": 512,
-        "kh": 1,
-        "kw": 1,
-        "stride": (2, 2),
-    },
-    # MobileNet depthwise 3x3 over 96 channels at 56x56 (the direct body).
-    {
-        **_B8,
-        "c_in": 96,
-        "h": 56,
-        "w": 56,
-        "c_out": 96,
-        "kh": 3,
-        "kw": 3,
-        "padding": (1, 1),
-        "groups": 96,
-        "act": "relu6",
-    },
+    RESNET_STEM,
+    RESNET_LAYER1,
+    RESNET_DOWNSAMPLE,
+    {**MOBILENET_DEPTHWISE, "act": "relu6"},
 ]
 
 conv2d_f16 = catalog.register(_conv_half("conv2d_f16", "float16"))
