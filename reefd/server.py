@@ -415,8 +415,9 @@ def _register_event(
     h = msg.header
     graph = KernelGraph.from_wire(h.get("graph"))
     rule = None if h.get("batch") is None else BatchRule.from_wire(h["batch"])
-    validate(graph)
-    if rule is not None:
+    if rule is None:
+        validate(graph)
+    else:  # every batch size, the registered maximum included
         validate_all(graph, rule)
     weights = graph.weights
     if len(msg.frames) != len(weights):
