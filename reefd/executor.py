@@ -1,8 +1,10 @@
 """Executor: applies a scheduler Plan to a Device and collects Completions.
 
-It owns the mapping from tasks to their model and memory on the device, the set
-of launches in flight per stream, and the measurement of preemption latency (the
-time from a BE reset until no BE kernel is running any more).
+It owns the mapping from tasks to their model and memory on the device, the
+calls in flight per task and stream (runs of calls go to the device whole where
+it takes runs, call by call where it does not), and the measurement of
+preemption latency (the time from a BE reset until no BE kernel is running any
+more).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from reefd.backends.device import Device, DeviceLaunch, PadLaunch
-from reefd.scheduler.plan import Completion, CompletionStatus, Plan, Stream
+from reefd.scheduler.plan import Completion, CompletionStatus, Launch, Plan, Stream
+from reefd.scheduler.runs import CallRuns
 
 
 @dataclass
@@ -24,11 +27,15 @@ class Executor:
     def __init__(self, device: Device, clock_us: Callable[[], int]) -> None:
         self._device = device
         self._clock_us = clock_us
+        self._takes_runs = device.takes_runs
         self._bindings: dict[int, _Binding] = {}
-        self._inflight: dict[Stream, set[tuple[int, int]]] = {s: set() for s in Stream}
+        self._inflight: dict[int, CallRuns] = {}  # task id -> calls on the device
+        self._calls: dict[Stream, int] = {s: 0 for s in Stream}
         self._reset_at_us: int | None = None
         self.preemption_latencies_us: list[int] = []
         self.launches = 0
+        """Launches handed to the device (a run counts once where the device
+        takes runs, once per call where it does not)."""
 
     def bind(self, task_id: int, model: object, memory: object) -> None:
         self._bindings[task_id] = _Binding(model, memory)
@@ -41,13 +48,15 @@ class Executor:
         return self._bindings[task_id].memory
 
     def run(self, plan: Plan) -> list[Completion]:
-        """Apply a plan; returns the DROPPED completions a reset produced."""
+        """Apply a plan; returns the DROPPED completions a reset produced.
+
+        A run of calls goes to the device as one launch if it takes runs
+        (`Device.takes_runs`), else as one launch per call."""
         dropped: list[Completion] = []
         if plan.reset_be:
             dropped = self._reset_be(plan.preempt_be)
         for launch in plan.launches:
-            binding = self._bindings[launch.task_id]
-            self._inflight[launch.stream].add((launch.task_id, launch.call_index))
+            self._note(launch.task_id, launch.call_index, launch.n_calls, launch.stream)
             pad = None
             if launch.pad is not None:
                 be = self._bindings[launch.pad.task_id]
@@ -58,21 +67,50 @@ class Executor:
                     be.model,
                     be.memory,
                 )
-                key = (launch.pad.task_id, launch.pad.call_index)
-                self._inflight[launch.stream].add(key)
+                self._note(launch.pad.task_id, launch.pad.call_index, 1, launch.stream)
+            self._launch(launch, pad)
+        return dropped
+
+    def _launch(self, launch: Launch, pad: PadLaunch | None) -> None:
+        binding = self._bindings[launch.task_id]
+        if self._takes_runs or launch.n_calls == 1:
+            pieces = [(launch.call_index, launch.n_calls)]
+        else:
+            pieces = [(i, 1) for i in range(launch.call_index, launch.end_call)]
+        for first, n_calls in pieces:
             self._device.launch(
                 DeviceLaunch(
                     launch.task_id,
-                    launch.call_index,
+                    first,
                     launch.stream,
                     launch.form,
                     binding.model,
                     binding.memory,
                     pad,
+                    n_calls,
                 )
             )
-            self.launches += 1
-        return dropped
+        self.launches += len(pieces)
+
+    def _note(self, task_id: int, first: int, n_calls: int, stream: Stream) -> None:
+        runs = self._inflight.get(task_id)
+        if runs is None:
+            runs = self._inflight[task_id] = CallRuns()
+        runs.add(first, n_calls, stream)
+        self._calls[stream] += n_calls
+
+    def _returned(self, task_id: int, first: int, n_calls: int) -> Stream | None:
+        """Take returned calls out of the books; their stream, or None if none
+        of them was on the device."""
+        runs = self._inflight.get(task_id)
+        if runs is None:
+            return None
+        n, stream = runs.remove(first, n_calls)
+        if not runs:
+            del self._inflight[task_id]
+        if stream is not None:
+            self._calls[stream] -= n
+        return stream
 
     def _reset_be(self, preempt: bool) -> list[Completion]:
         """Drop queued BE launches (and raise the preempt flag if `preempt`);
@@ -82,15 +120,22 @@ class Executor:
             self._device.set_preempt(True)
         removed = self._device.drop_queued(Stream.BE)
         for launch in removed:
-            self._inflight[Stream.BE].discard((launch.task_id, launch.call_index))
-        if self._inflight[Stream.BE]:
+            self._returned(launch.task_id, launch.call_index, launch.n_calls)
+        if self._calls[Stream.BE]:
             self._reset_at_us = now
         else:
             if preempt:
                 self._device.set_preempt(False)
             self.preemption_latencies_us.append(0)
         return [
-            Completion(d.task_id, d.call_index, CompletionStatus.DROPPED, now, now)
+            Completion(
+                d.task_id,
+                d.call_index,
+                CompletionStatus.DROPPED,
+                now,
+                now,
+                n_calls=d.n_calls,
+            )
             for d in removed
         ]
 
@@ -98,12 +143,9 @@ class Executor:
         done = self._device.poll()
         be_ends = [self._reset_at_us or 0]
         for c in done:
-            key = (c.task_id, c.call_index)
-            if key in self._inflight[Stream.BE]:
+            if self._returned(c.task_id, c.call_index, c.n_calls) is Stream.BE:
                 be_ends.append(c.end_us)
-            for stream in Stream:
-                self._inflight[stream].discard(key)
-        if self._reset_at_us is not None and not self._inflight[Stream.BE]:
+        if self._reset_at_us is not None and not self._calls[Stream.BE]:
             last_end = max(be_ends)
             self.preemption_latencies_us.append(max(0, last_end - self._reset_at_us))
             self._reset_at_us = None
@@ -111,4 +153,5 @@ class Executor:
         return done
 
     def inflight(self, stream: Stream) -> int:
-        return len(self._inflight[stream])
+        """Calls on `stream` handed to the device and not yet back."""
+        return self._calls[stream]

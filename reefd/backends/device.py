@@ -43,10 +43,17 @@ class DeviceLaunch:
     model: Any
     memory: Any
     pad: PadLaunch | None = None
+    n_calls: int = 1
+    """Calls `call_index .. call_index + n_calls - 1` in order (only on a
+    device whose `takes_runs` is True; a PADDED launch is one call)."""
 
 
 class Device(ABC):
     name: str = "device"
+    takes_runs: bool = False
+    """Whether `launch` accepts runs of calls (`DeviceLaunch.n_calls` > 1) and
+    may report them back in pieces (`Completion.n_calls`); otherwise the
+    executor hands it one launch per call."""
 
     @abstractmethod
     def describe(self) -> str:

@@ -47,6 +47,7 @@ class SimModel:
 
 class SimDevice(Device):
     name = "sim"
+    takes_runs = True
 
     def __init__(
         self,

@@ -35,5 +35,4 @@ class ExclusivePolicy(Policy):
         rt = state.next_rt()
         if rt is not None and state.can_issue(rt):
             return rt
-        candidates = state.be_candidates()
-        return candidates[0] if candidates else None
+        return next(state.iter_be_candidates(), None)

@@ -25,5 +25,5 @@ class FifoPolicy(Policy):
             if state.can_issue(task):
                 batch = next_launches(task, room, Stream.BE, Form.PLAIN)
                 launches += batch
-                room -= len(batch)
+                room -= sum(launch.n_calls for launch in batch)
         return Plan(launches=launches)

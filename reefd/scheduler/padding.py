@@ -8,7 +8,9 @@ of the two bodies, so the BE body must not lower the RT CTAs per SM), and the BE
 slice is budgeted to the idle CTA-slot time inside the RT kernel's predicted
 duration, so RT finishes when it would alone. Among BE calls that fit, the one
 with the lowest predicted interference on the RT task goes first, ties by the
-BE task's progress (the order candidates come in).
+BE task's progress (the order candidates come in). `FitIndex` memoises which
+RT calls each BE call cost fits, so padding a long RT run costs a bisect per
+candidate, not a test per call.
 
 Pure: costs and the occupancy function are data handed in; no clocks, devices
 or profile reads here.
@@ -16,7 +18,9 @@ or profile reads here.
 
 from __future__ import annotations
 
+import bisect
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,17 +74,105 @@ def budget_vbs(rt: CallCost, be: CallCost, device: DeviceShape) -> int:
     return min(be.n_vb, idle_slots * per_slot)
 
 
-def choose_pad(
-    rt: CallCost,
-    candidates: Sequence[tuple[Task, CallCost, float]],
-    device: DeviceShape,
-) -> PadSlice | None:
-    """The BE slice to pad `rt` with: candidates are (BE task whose next call
-    would run, that call's cost, predicted interference); lowest interference
-    first, then candidate order (most progress first)."""
-    ranked = sorted(enumerate(candidates), key=lambda c: (c[1][2], c[0]))
-    for _, (task, cost, _) in ranked:
-        budget = budget_vbs(rt, cost, device)
-        if budget >= 1:
-            return PadSlice(task.task_id, task.next_call, budget)
-    return None
+class FitIndex:
+    """Where in an RT cost table a BE call's slice fits (budget >= 1), so a
+    plan finds the next call a candidate can pad without testing every RT
+    call.
+
+    A slice fits call i when the merged resources keep the RT occupancy, the
+    RT kernel leaves a CTA slot idle, and a BE block is no longer than an RT
+    block. The first two depend on the BE call only through its registers
+    and shared memory, which take few values: those are memoised per (cost
+    table, registers, shared memory) as the list of calls that pass, with
+    their RT block times in blocks of `BLOCK` for the third test. Keyed by
+    the table's identity (tables are long-lived, one per loaded model; an
+    entry keeps its table alive so the identity is not reused); cleared past
+    `max_entries`."""
+
+    BLOCK = 32
+
+    def __init__(self, device: DeviceShape, max_entries: int = 10_000) -> None:
+        self.device = device
+        self.max_entries = max_entries
+        self._fits: dict[tuple[int, int, int], _Fits] = {}
+
+    def next_fit(self, rt_costs: Sequence[CallCost], be: CallCost, call: int) -> int:
+        """The first RT call at or after `call` that `be` can pad; a number
+        past the table's end if none."""
+        if be.n_vb < 1 or be.vb_us <= 0:
+            return sys.maxsize
+        fits = self._lookup(rt_costs, be)
+        k = bisect.bisect_left(fits.calls, call)
+        n, size = len(fits.calls), self.BLOCK
+        while k < n:
+            if k % size == 0 and fits.block_max[k // size] < be.vb_us:
+                k += size  # no RT block in this stretch is long enough
+                continue
+            if fits.vb_us[k] >= be.vb_us:
+                return fits.calls[k]
+            k += 1
+        return sys.maxsize
+
+    def _lookup(self, rt_costs: Sequence[CallCost], be: CallCost) -> _Fits:
+        key = (id(rt_costs), be.registers, be.smem_bytes)
+        hit = self._fits.get(key)
+        if hit is not None and hit.table is rt_costs:
+            return hit
+        probe = CallCost(1, be.registers, be.smem_bytes, 0.0)
+        calls = [
+            i for i, rt in enumerate(rt_costs) if _room_for(rt, probe, self.device)
+        ]
+        vb_us = [rt_costs[i].vb_us for i in calls]
+        size = self.BLOCK
+        block_max = [max(vb_us[k : k + size]) for k in range(0, len(vb_us), size)]
+        if len(self._fits) >= self.max_entries:
+            self._fits.clear()
+        fits = self._fits[key] = _Fits(rt_costs, calls, vb_us, block_max)
+        return fits
+
+
+@dataclass(frozen=True, eq=False)
+class _Fits:
+    table: Sequence[CallCost]
+    calls: list[int]
+    vb_us: list[float]
+    block_max: list[float]
+
+
+def _room_for(rt: CallCost, be: CallCost, device: DeviceShape) -> bool:
+    """Whether merging `be`'s resources keeps `rt`'s occupancy and `rt`
+    leaves a CTA slot idle (the budget rule's tests that ignore block time)."""
+    alone = device.ctas_per_sm(rt.registers, rt.smem_bytes)
+    merged = device.ctas_per_sm(
+        max(rt.registers, be.registers), max(rt.smem_bytes, be.smem_bytes)
+    )
+    if alone < 1 or merged < alone:
+        return False
+    slots = device.sms * merged
+    return math.ceil(rt.n_vb / slots) * slots > rt.n_vb
+
+
+def pad_calls(
+    rt_costs: Sequence[CallCost],
+    first: int,
+    end: int,
+    candidates: Sequence[tuple[Task, CallCost]],
+    index: FitIndex,
+) -> list[tuple[int, PadSlice]]:
+    """Slices for RT calls `first .. end - 1`: each call, in order, gets the
+    first candidate (they come best first: lowest predicted interference,
+    then most progress) whose next call fits in it, and each candidate pads
+    at most one call. Candidates are (BE task, cost of its next call)."""
+    left = list(candidates)
+    pads: list[tuple[int, PadSlice]] = []
+    call = first
+    while left:
+        nexts = [index.next_fit(rt_costs, cost, call) for _, cost in left]
+        call = min(nexts)
+        if call >= end:
+            break
+        task, cost = left.pop(nexts.index(call))  # the best that fits this call
+        budget = budget_vbs(rt_costs[call], cost, index.device)
+        pads.append((call, PadSlice(task.task_id, task.next_call, budget)))
+        call += 1
+    return pads

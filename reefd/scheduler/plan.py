@@ -35,12 +35,22 @@ class PadSlice:
 
 @dataclass(frozen=True)
 class Launch:
+    """Calls `call_index .. call_index + n_calls - 1` of a task, in order, on
+    one stream in one form (a run; one call is a run of one). A PADDED launch
+    is always one call."""
+
     task_id: int
     call_index: int
     stream: Stream
     form: Form = Form.PLAIN
     pad: PadSlice | None = None
     """Set on a PADDED RT launch: the BE slice it also runs."""
+    n_calls: int = 1
+
+    @property
+    def end_call(self) -> int:
+        """One past the last call of the run."""
+        return self.call_index + self.n_calls
 
 
 @dataclass
@@ -75,9 +85,15 @@ class CompletionStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Completion:
+    """Calls `call_index .. call_index + n_calls - 1` of a task came back with
+    `status` (a device may report a run in pieces, or call by call).
+    `start_us` is when the first of them started, `end_us` when the last
+    ended."""
+
     task_id: int
     call_index: int
     status: CompletionStatus
     start_us: int = 0
     end_us: int = 0
     error: str = ""
+    n_calls: int = 1

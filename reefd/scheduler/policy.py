@@ -30,6 +30,9 @@ class Policy(ABC):
 
 
 def next_launches(task: Task, n: int, stream: Stream, form: Form) -> list[Launch]:
-    """The next `n` calls of `task` (at most what it has left), in order."""
-    stop = min(task.n_calls, task.next_call + max(n, 0))
-    return [Launch(task.task_id, i, stream, form) for i in range(task.next_call, stop)]
+    """The next `n` calls of `task` (at most what it has left) as one run;
+    empty when there are none."""
+    count = min(task.remaining_calls, max(n, 0))
+    if count <= 0:
+        return []
+    return [Launch(task.task_id, task.next_call, stream, form, n_calls=count)]

@@ -14,9 +14,11 @@ code: must not import clocks, sockets, threads or devices.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
-from reefd.scheduler.padding import DeviceShape, choose_pad
+from reefd.scheduler.padding import DeviceShape, FitIndex, pad_calls
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
 from reefd.scheduler.policy import Policy, next_launches
 from reefd.scheduler.state import SchedulerState
@@ -34,6 +36,8 @@ class ReefPolicy(Policy):
     preempts_be = True
     """On RT arrival, also raise the preempt flag for running BE kernels."""
     be_form = Form.PREEMPTIBLE
+    pad_candidates = 4
+    """BE tasks considered for padding per RT plan (the most progressed)."""
 
     def __init__(
         self,
@@ -41,7 +45,7 @@ class ReefPolicy(Policy):
         interference: Interference | None = None,
     ) -> None:
         self._reset_this_busy_period = False
-        self._device = device
+        self._fits = None if device is None else FitIndex(device)
         self._interference = interference or (lambda rt, be: 0.0)
 
     def plan(self, state: SchedulerState, now_us: int) -> Plan:
@@ -73,37 +77,46 @@ class ReefPolicy(Policy):
     def _pad(
         self, state: SchedulerState, rt: Task, launches: list[Launch]
     ) -> list[Launch]:
-        """Give each RT launch a BE slice where one fits (one per BE task, and
-        only BE tasks with nothing in flight, so their calls stay in order)."""
-        if self._device is None or rt.costs is None:
+        """Give RT calls a BE slice where one fits, splitting the RT run
+        around the padded calls. Candidates are the `pad_candidates` best BE
+        tasks with nothing in flight (so their calls stay in order), ranked by
+        predicted interference, then progress; each pads at most one call."""
+        if self._fits is None or rt.costs is None or not launches:
             return launches
-        free = [
-            be
-            for be in state.be_candidates()
-            if be.costs is not None and be.inflight == 0
-        ]
-        padded = []
-        for launch in launches:
-            candidates = [
-                (be, be.costs[be.next_call], self._interference(rt, be)) for be in free
-            ]
-            pad = choose_pad(rt.costs[launch.call_index], candidates, self._device)
-            if pad is None:
-                padded.append(launch)
-                continue
-            free = [be for be in free if be.task_id != pad.task_id]
-            padded.append(
-                Launch(launch.task_id, launch.call_index, Stream.RT, Form.PADDED, pad)
-            )
-        return padded
+        free = itertools.islice(
+            (
+                be
+                for be in state.iter_be_candidates()
+                if be.costs is not None and be.inflight == 0
+            ),
+            self.pad_candidates,
+        )
+        ranked = sorted(
+            enumerate(free), key=lambda c: (self._interference(rt, c[1]), c[0])
+        )
+        candidates = [(be, be.costs[be.next_call]) for _, be in ranked]
+        if not candidates:
+            return launches
+        (run,) = launches
+        pads = pad_calls(rt.costs, run.call_index, run.end_call, candidates, self._fits)
+        out: list[Launch] = []
+        start = run.call_index
+        for call, pad in pads:
+            if call > start:
+                out.append(replace(run, call_index=start, n_calls=call - start))
+            out.append(Launch(rt.task_id, call, Stream.RT, Form.PADDED, pad))
+            start = call + 1
+        if start < run.end_call:
+            out.append(replace(run, call_index=start, n_calls=run.end_call - start))
+        return out
 
     def _plan_be(self, state: SchedulerState) -> list[Launch]:
         room = state.be_inflight_cap - state.inflight(Stream.BE)
         launches: list[Launch] = []
-        for task in state.be_candidates():
+        for task in state.iter_be_candidates():
             if room <= 0:
                 break
             batch = next_launches(task, room, Stream.BE, self.be_form)
             launches += batch
-            room -= len(batch)
+            room -= sum(launch.n_calls for launch in batch)
         return launches

@@ -38,10 +38,12 @@ class CancelResult(NamedTuple):
     released: bool
 
 
-def _invariant(ok: bool, message: str) -> None:
-    """An assert that survives `python -O`."""
+def _invariant(ok: bool, message: str, *args: object) -> None:
+    """An assert that survives `python -O`. The message is a `str.format`
+    template filled with `args` only when it fails (formatting one on every
+    plan cost more than planning)."""
     if not ok:
-        raise AssertionError(message)
+        raise AssertionError(message.format(*args))
 
 
 class Scheduler:
@@ -102,15 +104,24 @@ class Scheduler:
             self._on_reset()
         for launch in plan.launches:
             task = self.state.tasks.get(launch.task_id)
-            _invariant(task is not None, f"{launch} for an unknown task")
+            _invariant(task is not None, "{} for an unknown task", launch)
             assert task is not None
-            _invariant(not task.terminal, f"{launch} for a {task.state} task")
+            _invariant(not task.terminal, "{} for a {} task", launch, task.state)
             _invariant(
-                launch.call_index == task.next_call < task.n_calls,
-                f"{launch} out of order: next_call={task.next_call} "
-                f"n_calls={task.n_calls}",
+                launch.call_index == task.next_call
+                and launch.n_calls >= 1
+                and launch.end_call <= task.n_calls,
+                "{} out of order: next_call={} n_calls={}",
+                launch,
+                task.next_call,
+                task.n_calls,
             )
-            _invariant(self.state.can_issue(task), f"{launch} while draining")
+            _invariant(
+                launch.pad is None or launch.n_calls == 1,
+                "{}: a padded launch is one call",
+                launch,
+            )
+            _invariant(self.state.can_issue(task), "{} while draining", launch)
             self._issue(task, launch, now_us)
             if launch.pad is not None:
                 self._issue_pad(launch, now_us)
@@ -119,11 +130,12 @@ class Scheduler:
 
     def _issue(self, task: Task, launch: Launch, now_us: int) -> None:
         self.state.note_launch(launch)
-        task.next_call += 1
-        task.inflight += 1
+        task.next_call += launch.n_calls
+        task.inflight += launch.n_calls
         task.state = TaskState.RUNNING
         if task.started_us is None:
             task.started_us = now_us
+        self.state.touch(task)
 
     def _issue_pad(self, launch: Launch, now_us: int) -> None:
         """The BE call a padded RT launch carries is in flight on that launch's
@@ -131,18 +143,21 @@ class Scheduler:
         pad = launch.pad
         assert pad is not None
         be = self.state.tasks.get(pad.task_id)
-        _invariant(be is not None, f"{launch} pads an unknown task")
+        _invariant(be is not None, "{} pads an unknown task", launch)
         assert be is not None
         _invariant(
             launch.form is Form.PADDED and be.priority is Priority.BE,
-            f"{launch}: only a PADDED launch carries a BE slice",
+            "{}: only a PADDED launch carries a BE slice",
+            launch,
         )
         _invariant(
             pad.call_index == be.next_call and self.state.can_issue(be),
-            f"{launch}: BE call {pad.call_index} out of order "
-            f"(next_call={be.next_call})",
+            "{}: BE call {} out of order (next_call={})",
+            launch,
+            pad.call_index,
+            be.next_call,
         )
-        _invariant(pad.budget_vbs >= 1, f"{launch}: empty BE budget")
+        _invariant(pad.budget_vbs >= 1, "{}: empty BE budget", launch)
         slice_launch = Launch(pad.task_id, pad.call_index, launch.stream, Form.PADDED)
         self._issue(be, slice_launch, now_us)
 
@@ -152,22 +167,31 @@ class Scheduler:
                 task.preemptions += 1
 
     def _check_invariants(self, plan: Plan) -> None:
+        """Check the tasks this plan launched and the stream counts (every
+        task's counts only change through a plan or a completion; checking
+        all live tasks on every plan cost more than planning)."""
         s = self.state
-        for task in s.tasks.values():
-            _invariant(task.next_call <= task.n_calls, f"{task} past n_calls")
-            _invariant(task.inflight >= 0, f"{task} negative inflight")
+        touched = {launch.task_id for launch in plan.launches}
+        touched.update(x.pad.task_id for x in plan.launches if x.pad is not None)
+        for task_id in touched:
+            task = s.tasks[task_id]
+            outstanding = s.outstanding.get(task_id)
+            _invariant(task.next_call <= task.n_calls, "{} past n_calls", task)
             _invariant(
-                task.inflight == len(s.outstanding.get(task.task_id, ())),
-                f"{task} inflight disagrees with outstanding launches",
+                task.inflight == (outstanding.count if outstanding else 0),
+                "{} inflight disagrees with outstanding launches",
+                task,
             )
         for stream in Stream:
-            _invariant(s.inflight(stream) >= 0, f"negative inflight on {stream}")
+            _invariant(s.inflight(stream) >= 0, "negative inflight on {}", stream)
         be_launched = any(launch.stream is Stream.BE for launch in plan.launches)
         if self.policy.caps_be_inflight and be_launched:
             _invariant(
                 s.inflight(Stream.BE) <= s.be_inflight_cap,
-                f"{self.policy.name}: {s.inflight(Stream.BE)} BE launches in "
-                f"flight > cap {s.be_inflight_cap}",
+                "{}: {} BE calls in flight > cap {}",
+                self.policy.name,
+                s.inflight(Stream.BE),
+                s.be_inflight_cap,
             )
 
     # ---- completions -----------------------------------------------------
@@ -181,20 +205,26 @@ class Scheduler:
         touched: dict[int, Task] = {}
         for c in completions:
             task = self.state.tasks.get(c.task_id)
-            if task is None or not self.state.note_returned(c.task_id, c.call_index):
+            if task is None:
                 continue
-            task.inflight -= 1
+            n = self.state.note_returned(c.task_id, c.call_index, c.n_calls)
+            if n == 0:
+                continue
+            task.inflight -= n
+            _invariant(task.inflight >= 0, "{} negative inflight", task)
             touched[task.task_id] = task
             if c.status is CompletionStatus.OK:
-                self._on_ok(task, now_us)
+                self._on_ok(task, n, now_us)
             elif c.status in (CompletionStatus.DROPPED, CompletionStatus.PREEMPTED):
                 self._on_dropped(task, c.call_index)
             else:
                 self._on_failed(task, c, now_us)
+        for task in touched.values():
+            self.state.touch(task)
         return self._release([t for t in touched.values() if t.inflight == 0])
 
-    def _on_ok(self, task: Task, now_us: int) -> None:
-        task.done_calls += 1
+    def _on_ok(self, task: Task, n_calls: int, now_us: int) -> None:
+        task.done_calls += n_calls
         if task.done_calls == task.n_calls and not task.terminal:
             self._end(task, TaskState.DONE, now_us)
 

@@ -15,7 +15,11 @@ from collections import deque
 from collections.abc import Iterator
 
 from reefd.scheduler.plan import Launch, Stream
+from reefd.scheduler.runs import CallRuns
 from reefd.scheduler.task import Priority, Task
+
+BeEntry = tuple[float, int, int]
+"""A BE candidate in the ranking: `be_key` of the task (its id last)."""
 
 
 def rt_key(task: Task) -> tuple[int, int, int]:
@@ -31,7 +35,12 @@ def be_key(task: Task) -> tuple[float, int, int]:
 
 class SchedulerState:
     """Queues of live tasks. Terminal tasks leave the queues at once but stay in
-    `tasks` (and in the in-flight counts) until their last launch comes back."""
+    `tasks` (and in the in-flight counts) until their last launch comes back.
+
+    BE candidates (each client's first task with calls left to issue) are kept
+    in `be_key` order as they change, so a plan reads the best few without
+    scanning every client: the Scheduler calls `touch` after it changes a
+    task's progress."""
 
     def __init__(self, be_inflight_cap: int) -> None:
         if be_inflight_cap < 1:
@@ -41,16 +50,18 @@ class SchedulerState:
         self.arrival: dict[int, Task] = {}  # submission order, insertion-ordered
         self.rt_queue: list[Task] = []  # non-terminal RT tasks, sorted by rt_key
         self.be_queues: dict[int, deque[Task]] = {}  # client id -> non-terminal BE
-        self.outstanding: dict[int, dict[int, Stream]] = {}  # task -> call -> stream
+        self.outstanding: dict[int, CallRuns] = {}  # task id -> calls in flight
         # Tasks hit by a reset or a drop that still have launches out: issuing
         # more of their calls before every launch is back could reorder them.
         self.draining: set[int] = set()
         self._inflight: dict[Stream, int] = {s: 0 for s in Stream}
+        self._be_heads: dict[int, BeEntry] = {}  # client id -> its candidate
+        self._be_order: list[BeEntry] = []  # every client's candidate, be_key order
 
     # ---- queries (what policies use) -------------------------------------
 
     def inflight(self, stream: Stream) -> int:
-        """Launches on `stream` issued and not yet completed or dropped."""
+        """Calls on `stream` issued and not yet completed or dropped."""
         return self._inflight[stream]
 
     def inflight_total(self) -> int:
@@ -76,20 +87,23 @@ class SchedulerState:
         if task.task_id in self.draining:
             return False
         calls = self.outstanding.get(task.task_id)
-        return not calls or max(calls) < task.next_call
+        return not calls or calls.end <= task.next_call
 
-    def be_candidates(self) -> list[Task]:
+    def iter_be_candidates(self) -> Iterator[Task]:
         """BE tasks that may be issued now, best first (`be_key`).
 
         One per client: the first task in the client's FIFO with calls left to
         issue, if it can issue; later tasks of that client wait their turn.
+        Lazy: a policy that needs the best few reads only those.
         """
-        heads = []
-        for queue in self.be_queues.values():
-            head = next((t for t in queue if t.remaining_calls > 0), None)
-            if head is not None and self.can_issue(head):
-                heads.append(head)
-        return sorted(heads, key=be_key)
+        for entry in self._be_order:
+            task = self.tasks[entry[-1]]
+            if self.can_issue(task):
+                yield task
+
+    def be_candidates(self) -> list[Task]:
+        """Every BE candidate, best first (see `iter_be_candidates`)."""
+        return list(self.iter_be_candidates())
 
     def in_arrival_order(self) -> Iterator[Task]:
         """Live, non-terminal tasks in the order they were submitted."""
@@ -104,6 +118,13 @@ class SchedulerState:
             bisect.insort(self.rt_queue, task, key=rt_key)
         else:
             self.be_queues.setdefault(task.client_id, deque()).append(task)
+            self._refresh_be(task.client_id)
+
+    def touch(self, task: Task) -> None:
+        """The task's progress or next call changed: re-rank its client's BE
+        candidate (nothing to do for RT tasks)."""
+        if task.priority is Priority.BE:
+            self._refresh_be(task.client_id)
 
     def dequeue(self, task: Task) -> None:
         """Take a task that has ended out of the RT/BE queues (idempotent)."""
@@ -115,6 +136,7 @@ class SchedulerState:
             _drop(queue, task)
             if not queue:
                 del self.be_queues[task.client_id]
+        self._refresh_be(task.client_id)
 
     def remove(self, task: Task) -> None:
         """Forget a released task entirely."""
@@ -129,29 +151,46 @@ class SchedulerState:
         hit = [
             self.tasks[tid]
             for tid, calls in self.outstanding.items()
-            if Stream.BE in calls.values()
+            if Stream.BE in calls.streams()
         ]
         self.draining.update(t.task_id for t in hit)
         return hit
 
     def note_launch(self, launch: Launch) -> None:
-        calls = self.outstanding.setdefault(launch.task_id, {})
-        assert launch.call_index not in calls, f"{launch} already in flight"
-        calls[launch.call_index] = launch.stream
-        self._inflight[launch.stream] += 1
+        calls = self.outstanding.get(launch.task_id)
+        if calls is None:
+            calls = self.outstanding[launch.task_id] = CallRuns()
+        calls.add(launch.call_index, launch.n_calls, launch.stream)
+        self._inflight[launch.stream] += launch.n_calls
 
-    def note_returned(self, task_id: int, call_index: int) -> bool:
-        """Record that a launch came back; False if it was not in flight.
-        The task stops draining once its last launch is back."""
+    def note_returned(self, task_id: int, call_index: int, n_calls: int = 1) -> int:
+        """Record that calls came back; returns how many of them were in
+        flight (0: none). The task stops draining once its last call is back."""
         calls = self.outstanding.get(task_id)
-        if calls is None or call_index not in calls:
-            return False
-        stream = calls.pop(call_index)
+        if calls is None:
+            return 0
+        returned, stream = calls.remove(call_index, n_calls)
+        if stream is None:
+            return 0
         if not calls:
             del self.outstanding[task_id]
             self.draining.discard(task_id)
-        self._inflight[stream] -= 1
-        return True
+        self._inflight[stream] -= returned
+        return returned
+
+    def _refresh_be(self, client_id: int) -> None:
+        queue = self.be_queues.get(client_id, ())
+        head = next((t for t in queue if t.remaining_calls > 0), None)
+        entry = None if head is None else be_key(head)
+        old = self._be_heads.get(client_id)
+        if old == entry:
+            return
+        if old is not None:
+            del self._be_order[bisect.bisect_left(self._be_order, old)]
+            del self._be_heads[client_id]
+        if entry is not None:
+            bisect.insort(self._be_order, entry)
+            self._be_heads[client_id] = entry
 
 
 def _drop(queue: list[Task] | deque[Task], task: Task) -> None:

@@ -29,10 +29,10 @@ class StreamsPolicy(Policy):
                     task, task.remaining_calls, Stream.RT, Form.PLAIN
                 )
         room = state.be_inflight_cap - state.inflight(Stream.BE)
-        for be in state.be_candidates():
+        for be in state.iter_be_candidates():
             if room <= 0:
                 break
             batch = next_launches(be, room, Stream.BE, Form.PLAIN)
             launches += batch
-            room -= len(batch)
+            room -= sum(launch.n_calls for launch in batch)
         return Plan(launches=launches)

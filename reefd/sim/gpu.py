@@ -35,15 +35,30 @@ Owns the timing model behind `reefd.backends.sim.SimDevice`:
   rounds already done, the round in flight and the blocks not yet placed, so
   results equal per-wave simulation (`aggregate_waves=False`).
 
+- Runs: a launch may carry a run of calls (`DeviceLaunch.n_calls`); they start
+  one after another on its stream, and their OK completions come back as one
+  Completion when the run ends (or before a stopped call's). A reset's
+  `drop_queued` also drops the calls of the running run not yet started.
+- Spans: a run alone on the device (plain, or preemptible with the flag down;
+  nothing else running or queued) is one event for all its calls: their solo
+  times are prefix sums per cost table. Anything that could change that
+  (as for wave aggregation) cuts the span at the current instant: the calls
+  already over complete, the call in flight restarts as a wave-aggregated
+  kernel from the instant it began, and the rest of the run stays queued, so
+  results equal call-by-call simulation. This is what makes an hour of
+  virtual time with thousands of clients affordable.
+
 Outputs are never computed: the simulator is for timing. Pure and
 single-threaded: no wall clock, no threads, no torch.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import deque
+from dataclasses import replace
 
 from reefd.backends.device import DeviceLaunch
 from reefd.scheduler.padding import CallCost, DeviceShape
@@ -54,8 +69,10 @@ from reefd.sim.records import (
     BlockGroup,
     GpuStats,
     KernelRun,
+    RunSpan,
     SimTaskMemory,
     Slowdown,
+    SoloTimes,
     no_slowdown,
     us_to_ns,
 )
@@ -87,6 +104,10 @@ class SimGpu:
         self._live_groups = 0
         self._flag = False
         self._done: list[Completion] = []
+        # Per stream: OK calls of the current run not yet reported, as
+        # [task id, first call, n calls, start ns, end ns].
+        self._pending: dict[Stream, list | None] = {s: None for s in STREAMS}
+        self._solo: dict[int, tuple[tuple[CallCost, ...], SoloTimes]] = {}
         self.now_ns = 0
         self._accounted_ns = 0
         self.stats = GpuStats()
@@ -96,17 +117,24 @@ class SimGpu:
     def launch(self, launch: DeviceLaunch) -> None:
         self._queues[launch.stream].append(launch)
         if self._active[launch.stream] is None:
-            self._split_all()
+            self._interrupt()
         self._settle()
 
     def drop_queued(self, stream: Stream) -> list[DeviceLaunch]:
+        """Empty the stream's host queue, and cut its running run after the
+        call in flight; returns what was dropped."""
+        self._unspan(stream)
         dropped = list(self._queues[stream])
         self._queues[stream].clear()
+        kernel = self._active[stream]
+        if kernel is not None and kernel.launch.n_calls > 1:
+            dropped.insert(0, _rest(kernel.launch))
+            kernel.launch = replace(kernel.launch, n_calls=1)
         return dropped
 
     def set_preempt(self, flag: bool) -> None:
         if flag and not self._flag:
-            self._split_all()
+            self._interrupt()
         self._flag = flag
         self._settle()
 
@@ -199,7 +227,9 @@ class SimGpu:
             if not done:
                 return
 
-    def _begin(self, launch: DeviceLaunch) -> KernelRun | None:
+    def _begin(self, launch: DeviceLaunch, span: bool = True) -> KernelRun | None:
+        if span and self._spannable(launch):
+            return self._span(launch)
         self.stats.kernels += 1
         memory: SimTaskMemory = launch.memory
         own = memory.costs[launch.call_index]
@@ -258,7 +288,7 @@ class SimGpu:
         """Blocks the kernel's claiming CTAs could still claim now."""
         if self._flag or kernel.claim_memory is None or kernel.claim_cost is None:
             return 0
-        counter = kernel.claim_memory.counters.get(kernel.claim_call, 0)
+        counter = kernel.claim_memory.counter(kernel.claim_call)
         return max(0, min(kernel.claim_cost.n_vb - counter, kernel.budget_left))
 
     def _finished(self, kernel: KernelRun) -> bool:
@@ -313,9 +343,7 @@ class SimGpu:
             rounds = math.ceil(claimable / n)
         memory = kernel.claim_memory
         assert memory is not None
-        memory.counters[kernel.claim_call] = (
-            memory.counters.get(kernel.claim_call, 0) + blocks
-        )
+        memory.counters[kernel.claim_call] = memory.counter(kernel.claim_call) + blocks
         kernel.budget_left -= blocks
         self._add_group(kernel, True, n, blocks, rounds)
 
@@ -357,6 +385,10 @@ class SimGpu:
         self._live_groups -= 1
         kernel = group.kernel
         kernel.groups -= 1
+        if kernel.span is not None:
+            self._end_span(kernel, kernel.span.end)
+            self._settle()
+            return
         self._free += group.ctas * kernel.units
         self._count_blocks(kernel, group.claim, group.blocks)
         if group.rounds > 1:  # its last round held fewer CTAs than the others
@@ -377,7 +409,14 @@ class SimGpu:
         else:
             memory, call = kernel.launch.memory, kernel.launch.call_index
         assert memory is not None
-        memory.blocks_run[call] = memory.blocks_run.get(call, 0) + blocks
+        memory.blocks_run[call] = memory.blocks(call) + blocks
+
+    def _interrupt(self) -> None:
+        """Something may now share the device: cut spans and split aggregated
+        groups at the current instant."""
+        for stream in STREAMS:
+            self._unspan(stream)
+        self._split_all()
 
     def _split_all(self) -> None:
         """Split every aggregated group at now (see the module docstring)."""
@@ -416,47 +455,244 @@ class SimGpu:
         self._seq += 1
         heapq.heappush(self._heap, (end, self._seq, piece))
 
+    # ---- spans: a run alone, fast-forwarded ------------------------------------
+
+    def _spannable(self, launch: DeviceLaunch) -> bool:
+        if not self._aggregate or launch.n_calls < 2 or self._live_groups:
+            return False
+        if launch.form is Form.PADDED or (
+            launch.form is Form.PREEMPTIBLE and self._flag
+        ):
+            return False
+        other = Stream.BE if launch.stream is Stream.RT else Stream.RT
+        if self._active[other] is not None or self._queues[other]:
+            return False
+        memory: SimTaskMemory = launch.memory
+        call = launch.call_index
+        if memory.counter(call) or memory.blocks(call):
+            return False  # a resumed call runs on its own first
+        return self._solo_times(memory.costs).ns is not None
+
+    def _span(self, launch: DeviceLaunch) -> KernelRun:
+        memory: SimTaskMemory = launch.memory
+        solo = self._solo_times(memory.costs)
+        assert solo.ns is not None
+        first, end = launch.call_index, launch.call_index + launch.n_calls
+        kernel = KernelRun(launch, 1)  # holds no CTAs: its time is the span's
+        kernel.span = RunSpan(first, end, self.now_ns, solo)
+        kernel.started_ns = self.now_ns
+        duration = solo.ns[end] - solo.ns[first]
+        group = BlockGroup(kernel, False, 0, 0, self.now_ns, duration, 1, 0)
+        group.end_ns = self.now_ns + duration
+        kernel.groups = 1
+        self._live_groups += 1
+        self.stats.spans += 1
+        self._seq += 1
+        heapq.heappush(self._heap, (group.end_ns, self._seq, group))
+        return kernel
+
+    def _end_span(self, kernel: KernelRun, stop: int) -> None:
+        """Calls `span.first .. stop - 1` are over: count them, report them OK,
+        and end the kernel if they were the whole run."""
+        span = kernel.span
+        assert span is not None
+        launch = kernel.launch
+        memory: SimTaskMemory = launch.memory
+        ns, unit_ns = span.solo.ns, span.solo.unit_ns
+        assert ns is not None
+        kernel.span = None
+        if stop > span.first:
+            # Calls run in order, so every call below `stop` is complete.
+            memory.complete_below = max(memory.complete_below, stop)
+            self.stats.kernels += stop - span.first
+            self.stats.busy_unit_ns += unit_ns[stop] - unit_ns[span.first]
+            end_ns = span.start_ns + ns[stop] - ns[span.first]
+            self._ok(launch, span.first, stop - span.first, span.start_ns, end_ns)
+        if stop == launch.call_index + launch.n_calls:
+            self._flush(launch.stream)
+            self._active[launch.stream] = None
+
+    def _unspan(self, stream: Stream) -> None:
+        """Cut the stream's span at now: the calls over complete, the call in
+        flight restarts as an ordinary kernel from the instant it began."""
+        kernel = self._active[stream]
+        if kernel is None or kernel.span is None:
+            return
+        span = kernel.span
+        self.stats.splits += 1
+        ns = span.solo.ns
+        assert ns is not None
+        now = self.now_ns
+        at = ns[span.first] + now - span.start_ns
+        call = min(max(bisect.bisect_right(ns, at) - 1, span.first), span.end - 1)
+        for _, _, group in self._heap:
+            if group.kernel is kernel and group.live:
+                group.live = False
+                self._live_groups -= 1
+        self._end_span(kernel, call)
+        began = span.start_ns + ns[call] - ns[span.first]
+        launch = kernel.launch
+        rest = replace(
+            launch, call_index=call, n_calls=launch.call_index + launch.n_calls - call
+        )
+        # Replay the call from the instant it began: it has been alone since.
+        self.now_ns = self._accounted_ns = began
+        current = self._begin(rest, span=False)
+        self._active[stream] = current
+        if current is not None:
+            self._place(current)
+        self._clock(now)
+
+    def _solo_times(self, costs: tuple[CallCost, ...]) -> SoloTimes:
+        hit = self._solo.get(id(costs))
+        if hit is not None and hit[0] is costs:
+            return hit[1]
+        ns, unit_ns = [0], [0]
+        fits = True
+        for cost in costs:
+            cps = self.shape.ctas_per_sm(cost.registers, cost.smem_bytes)
+            if not 1 <= cps <= MAX_CTAS_PER_SM:
+                fits = False
+                cps = 1
+            units = SM_UNITS // cps
+            room = self.total_units // units
+            round_ns = us_to_ns(cost.vb_us)
+            if self._slowdown is not no_slowdown:
+                round_ns = us_to_ns(cost.vb_us * self._slowdown(cost, ()))
+            ns.append(ns[-1] + math.ceil(cost.n_vb / room) * round_ns)
+            unit_ns.append(unit_ns[-1] + cost.n_vb * units * round_ns)
+        solo = SoloTimes(tuple(ns) if fits else None, tuple(unit_ns))
+        self._solo[id(costs)] = (costs, solo)
+        return solo
+
     # ---- completions ----------------------------------------------------------
 
     def _complete(self, stream: Stream, kernel: KernelRun) -> None:
         self._active[stream] = None
         launch = kernel.launch
         start_ns = kernel.started_ns if kernel.started_ns is not None else self.now_ns
-        if launch.form is Form.PLAIN or kernel.claim_cost is None:
-            self._emit(launch.task_id, launch.call_index, CompletionStatus.OK, start_ns)
-            return
-        status = self._claim_status(kernel)
+        status = CompletionStatus.OK
+        if launch.form is not Form.PLAIN and kernel.claim_cost is not None:
+            status = self._claim_status(kernel)
         if launch.form is Form.PADDED and launch.pad is not None:
-            self._emit(launch.task_id, launch.call_index, CompletionStatus.OK, start_ns)
+            self._ok(launch, launch.call_index, 1, start_ns, self.now_ns)
+            self._flush(stream)
             self._emit(launch.pad.task_id, launch.pad.call_index, status, start_ns)
-        else:
-            self._emit(launch.task_id, launch.call_index, status, start_ns)
+            return
+        if status is CompletionStatus.OK:
+            self._ok(launch, launch.call_index, 1, start_ns, self.now_ns)
+            if launch.n_calls > 1:  # the run's next call starts next
+                self._queues[stream].appendleft(_rest(launch))
+            else:
+                self._flush(stream)
+            return
+        self._flush(stream)
+        self._emit(launch.task_id, launch.call_index, status, start_ns)
+        if launch.n_calls > 1:  # never run calls after a stopped one
+            rest = _rest(launch)
+            self._emit(
+                rest.task_id,
+                rest.call_index,
+                CompletionStatus.DROPPED,
+                self.now_ns,
+                rest.n_calls,
+            )
 
     def _claim_status(self, kernel: KernelRun) -> CompletionStatus:
         memory, cost = kernel.claim_memory, kernel.claim_cost
         assert memory is not None and cost is not None
-        if memory.counters.get(kernel.claim_call, 0) >= cost.n_vb:
+        if memory.counter(kernel.claim_call) >= cost.n_vb:
             return CompletionStatus.OK
         return CompletionStatus.PREEMPTED
 
+    def _ok(
+        self, launch: DeviceLaunch, first: int, n_calls: int, start_ns: int, end_ns: int
+    ) -> None:
+        """Calls that ran OK join the stream's pending report when they follow
+        on from it (same task, next call), else start a new one."""
+        pending = self._pending[launch.stream]
+        if pending is not None and (
+            pending[0] != launch.task_id or pending[1] + pending[2] != first
+        ):
+            self._flush(launch.stream)
+            pending = None
+        if pending is None:
+            self._pending[launch.stream] = [
+                launch.task_id,
+                first,
+                n_calls,
+                start_ns,
+                end_ns,
+            ]
+        else:
+            pending[2] += n_calls
+            pending[4] = end_ns
+
+    def _flush(self, stream: Stream) -> None:
+        pending = self._pending[stream]
+        if pending is None:
+            return
+        self._pending[stream] = None
+        task_id, first, n_calls, start_ns, end_ns = pending
+        self._done.append(
+            Completion(
+                task_id,
+                first,
+                CompletionStatus.OK,
+                start_ns / 1000,
+                end_ns / 1000,
+                n_calls=n_calls,
+            )
+        )
+
     def _emit(
-        self, task_id: int, call: int, status: CompletionStatus, start_ns: int
+        self,
+        task_id: int,
+        call: int,
+        status: CompletionStatus,
+        start_ns: int,
+        n_calls: int = 1,
     ) -> None:
         self._done.append(
-            Completion(task_id, call, status, start_ns / 1000, self.now_ns / 1000)
+            Completion(
+                task_id,
+                call,
+                status,
+                start_ns / 1000,
+                self.now_ns / 1000,
+                n_calls=n_calls,
+            )
         )
 
     def _fail(self, launch: DeviceLaunch, why: str) -> None:
+        self._flush(launch.stream)
         now = self.now_ns / 1000
         failed = CompletionStatus.FAILED
-        calls = [(launch.task_id, launch.call_index)]
+        calls = [(launch.task_id, launch.call_index, launch.n_calls)]
         if launch.pad is not None:
-            calls.append((launch.pad.task_id, launch.pad.call_index))
-        for task_id, call in calls:
-            self._done.append(Completion(task_id, call, failed, now, now, why))
+            calls.append((launch.pad.task_id, launch.pad.call_index, 1))
+        for task_id, call, n_calls in calls:
+            self._done.append(
+                Completion(task_id, call, failed, now, now, why, n_calls=n_calls)
+            )
+
+    def close_books(self) -> None:
+        """Make `stats` exact at this instant: cut spans and split aggregated
+        groups (their capacity is otherwise counted when they end). For the
+        end of a run; the simulation can go on afterwards. Not counted in
+        `stats.splits`."""
+        splits = self.stats.splits
+        self._interrupt()
+        self._settle()
+        self.stats.splits = splits
 
     def occupancy(self) -> float:
         """Mean fraction of SM capacity held by CTAs since time 0."""
         if self.now_ns <= 0:
             return 0.0
         return self.stats.busy_unit_ns / (self.total_units * self.now_ns)
+
+
+def _rest(launch: DeviceLaunch) -> DeviceLaunch:
+    """The calls of a run after its first."""
+    return replace(launch, call_index=launch.call_index + 1, n_calls=launch.n_calls - 1)

@@ -41,6 +41,20 @@ class SimTaskMemory:
     forms' counter; saturates at the call's n_vb)."""
     blocks_run: dict[int, int] = field(default_factory=dict)
     """Call index -> virtual blocks executed so far (for exactly-once checks)."""
+    complete_below: int = 0
+    """Every call below this index ran all its blocks (a fast-forwarded run of
+    calls moves it instead of writing a counter per call); `counter` and
+    `blocks` read it before the dicts."""
+
+    def counter(self, call: int) -> int:
+        if call < self.complete_below:
+            return self.costs[call].n_vb
+        return self.counters.get(call, 0)
+
+    def blocks(self, call: int) -> int:
+        if call < self.complete_below:
+            return self.costs[call].n_vb
+        return self.blocks_run.get(call, 0)
 
 
 def us_to_ns(us: float) -> int:
@@ -70,6 +84,29 @@ class KernelRun:
     """Claims left (n_vb for the preemptible form, budget_vbs when padded)."""
     groups: int = 0
     started_ns: int | None = None
+    span: RunSpan | None = None
+    """Set while the launch's calls are fast-forwarded as one span."""
+
+
+@dataclass(eq=False, slots=True)
+class RunSpan:
+    """Calls `first .. end - 1` of a run, alone on the device and run back to
+    back from `start_ns`; `solo` holds their durations as prefix sums."""
+
+    first: int
+    end: int
+    start_ns: int
+    solo: SoloTimes = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class SoloTimes:
+    """Per-call solo timing of one cost table, as prefix sums over calls:
+    `ns[i]` is the time calls 0 .. i-1 take alone, `unit_ns[i]` the capacity
+    they hold (units x ns); None in `ns` when some call fits on no SM."""
+
+    ns: tuple[int, ...] | None
+    unit_ns: tuple[int, ...]
 
 
 @dataclass(eq=False, slots=True)
@@ -100,5 +137,7 @@ class GpuStats:
     """BE blocks run inside padded launches."""
     splits: int = 0
     """Aggregated groups split because something else needed the device."""
+    spans: int = 0
+    """Runs of calls fast-forwarded as one event."""
     busy_unit_ns: int = 0
     """Integral of occupied capacity units over time."""

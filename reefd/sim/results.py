@@ -74,6 +74,11 @@ class SimResult:
     """Kernels that reached the head of a device stream."""
     device_events: int
     """Block groups that finished (the simulator's unit of work)."""
+    spans: int
+    """Runs of calls fast-forwarded as one event while alone on the device."""
+    splits: int
+    """Aggregated groups and spans cut because something else needed the
+    device."""
     arrivals: int
     occupancy: float
     """Mean fraction of SM capacity held by CTAs."""

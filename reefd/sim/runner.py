@@ -105,16 +105,6 @@ def simulate(
     return run.result()
 
 
-class _ShortRepr(tuple):
-    """A task's call costs, with a one-line repr. The scheduler formats every
-    live task into its invariant messages on every plan, eagerly; with a
-    full cost tuple in each repr (DenseNet-201: 2,213 entries) that alone made
-    a simulated second take many minutes."""
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} call costs>"
-
-
 class _Run:
     """One simulation's state; `simulate` is its only user."""
 
@@ -210,7 +200,7 @@ class _Run:
             n_calls=len(spec.graph.calls),
             arrival_us=now_us,  # float us on the simulator
             deadline_us=deadline,
-            costs=_ShortRepr(memory.costs) if self.task_costs else None,
+            costs=memory.costs if self.task_costs else None,  # one table a model
         )
         self.executor.bind(task_id, client.model, memory)
         self.scheduler.submit(task, now_us)
@@ -296,16 +286,21 @@ class _Run:
         slo = client.spec.slo_ms
         if slo is not None and latency_us <= slo * 1000:
             client.slo_met += 1
-        for call, cost in enumerate(memory.costs):
-            ran = memory.blocks_run.get(call, 0)
-            if ran != cost.n_vb:
-                self.block_errors.append((task.task_id, call, ran, cost.n_vb))
+        # Calls below `complete_below` ran whole by construction (a span);
+        # count blocks of the others, or of all when they are recorded.
+        first = 0 if self.blocks is not None else memory.complete_below
+        for call in range(first, len(memory.costs)):
+            want = memory.costs[call].n_vb
+            ran = memory.blocks(call)
+            if ran != want:
+                self.block_errors.append((task.task_id, call, ran, want))
             if self.blocks is not None:
                 self.blocks[(task.task_id, call)] = ran
 
     # ---- results --------------------------------------------------------------
 
     def result(self) -> SimResult:
+        self.device.gpu.close_books()
         stats = self.device.gpu.stats
         return SimResult(
             policy=self.policy.name,
@@ -331,6 +326,8 @@ class _Run:
             padded_be_blocks=stats.padded_be_blocks,
             kernels=stats.kernels,
             device_events=stats.events,
+            spans=stats.spans,
+            splits=stats.splits,
             arrivals=self.arrivals_seen,
             occupancy=self.device.gpu.occupancy(),
             block_errors=tuple(self.block_errors),

@@ -18,7 +18,8 @@ from reefd.scheduler.plan import (
 class FakeDevice:
     """Host queues per stream; the test decides what starts and what finishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, takes_runs: bool = False) -> None:
+        self.takes_runs = takes_runs
         self.queues: dict[Stream, list[DeviceLaunch]] = {s: [] for s in Stream}
         self.running: list[DeviceLaunch] = []
         self.done: list[Completion] = []
@@ -52,8 +53,10 @@ class FakeDevice:
         return done
 
 
-def _executor(clock: list[int]) -> tuple[Executor, FakeDevice]:
-    device = FakeDevice()
+def _executor(
+    clock: list[int], takes_runs: bool = False
+) -> tuple[Executor, FakeDevice]:
+    device = FakeDevice(takes_runs)
     ex = Executor(device, lambda: clock[0])  # type: ignore[arg-type]
     ex.bind(1, "model-be", "mem-be")
     ex.bind(2, "model-rt", "mem-rt")
@@ -127,3 +130,39 @@ def test_padded_launch_carries_the_be_slice_and_both_calls_are_in_flight():
         Completion(1, 4, CompletionStatus.PREEMPTED, 0, 5),
     ]
     assert len(ex.poll()) == 2 and ex.inflight(Stream.RT) == 0
+
+
+def test_a_run_goes_call_by_call_to_a_device_without_runs():
+    ex, dev = _executor([0])
+    ex.run(Plan([Launch(1, 2, Stream.BE, Form.PREEMPTIBLE, n_calls=3)]))
+    queued = dev.queues[Stream.BE]
+    assert [(x.call_index, x.n_calls) for x in queued] == [(2, 1), (3, 1), (4, 1)]
+    assert ex.launches == 3 and ex.inflight(Stream.BE) == 3
+
+
+def test_a_run_goes_whole_to_a_device_that_takes_runs_and_returns_in_pieces():
+    clock = [100]
+    ex, dev = _executor(clock, takes_runs=True)
+    ex.run(Plan([Launch(1, 0, Stream.BE, Form.PREEMPTIBLE, n_calls=5)]))
+    ex.run(Plan([Launch(1, 5, Stream.BE, Form.PREEMPTIBLE, n_calls=2)]))
+    assert [(x.call_index, x.n_calls) for x in dev.queues[Stream.BE]] == [
+        (0, 5),
+        (5, 2),
+    ]
+    assert ex.launches == 2 and ex.inflight(Stream.BE) == 7
+    dev.start_next(Stream.BE)
+    dropped = ex.run(Plan([Launch(2, 0, Stream.RT)], reset_be=True, preempt_be=True))
+    assert [(c.call_index, c.n_calls, c.status) for c in dropped] == [
+        (5, 2, CompletionStatus.DROPPED)
+    ]
+    assert ex.inflight(Stream.BE) == 5
+    # the running run comes back as two OK calls, the stopped one, the rest
+    dev.done += [
+        Completion(1, 0, CompletionStatus.OK, 0, 110, n_calls=2),
+        Completion(1, 2, CompletionStatus.PREEMPTED, 0, 130),
+    ]
+    ex.poll()
+    assert ex.inflight(Stream.BE) == 2 and ex.preemption_latencies_us == []
+    dev.done.append(Completion(1, 3, CompletionStatus.DROPPED, 0, 130, n_calls=2))
+    ex.poll()
+    assert ex.inflight(Stream.BE) == 0 and ex.preemption_latencies_us == [30]

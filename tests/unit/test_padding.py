@@ -8,8 +8,15 @@ import random
 import pytest
 
 from reefd.scheduler import make_policy
-from reefd.scheduler.padding import CallCost, DeviceShape, budget_vbs, choose_pad
+from reefd.scheduler.padding import (
+    CallCost,
+    DeviceShape,
+    FitIndex,
+    budget_vbs,
+    pad_calls,
+)
 from reefd.scheduler.plan import Completion, CompletionStatus, Form, PadSlice, Stream
+from reefd.scheduler.reef import ReefPolicy
 from reefd.scheduler.scheduler import Scheduler
 from reefd.scheduler.task import Priority, Task, TaskState
 
@@ -60,17 +67,67 @@ def _task(task_id: int, priority: Priority, n_calls: int, costs, **kw) -> Task:
     )
 
 
-def test_choice_prefers_low_interference_then_progress():
-    rt = cost(100)
+def test_each_call_gets_the_first_candidate_that_fits_and_each_pads_once():
+    index = FitIndex(H100ish)
     a = _task(1, Priority.BE, 2, None)
     b = _task(2, Priority.BE, 2, None)
-    heavy = (a, cost(50), 0.3)
-    light = (b, cost(50), 0.1)
-    assert choose_pad(rt, [heavy, light], H100ish) == PadSlice(2, 0, 50)
-    tied = [(a, cost(50), 0.0), (b, cost(50), 0.0)]
-    assert choose_pad(rt, tied, H100ish).task_id == 1
-    too_big = (a, cost(50, registers=255), 0.0)
-    assert choose_pad(rt, [too_big, light], H100ish).task_id == 2
+    c = _task(3, Priority.BE, 2, None)
+    rt = (cost(100), cost(100), cost(100))
+    pads = pad_calls(rt, 0, 3, [(a, cost(50)), (b, cost(50))], index)
+    assert pads == [(0, PadSlice(1, 0, 50)), (1, PadSlice(2, 0, 50))]
+    too_big = (a, cost(50, registers=255))  # would lower the RT occupancy
+    pads = pad_calls(rt, 0, 1, [too_big, (b, cost(50))], index)
+    assert pads == [(0, PadSlice(2, 0, 50))]
+    # a BE block longer than the RT blocks of calls 0 and 1 fits only call 2
+    slow_first = (cost(100, vb_us=5.0), cost(100, vb_us=5.0), cost(100))
+    pads = pad_calls(slow_first, 0, 3, [(c, cost(50, vb_us=8.0))], index)
+    assert pads == [(2, PadSlice(3, 0, 50))]
+    assert pad_calls(slow_first, 0, 2, [(c, cost(50, vb_us=8.0))], index) == []
+
+
+def test_fit_index_agrees_with_the_budget_rule_call_by_call():
+    rng = random.Random(3)
+    index = FitIndex(H100ish, max_entries=3)
+    shapes = [(32, 0), (64, 0), (128, 0), (32, 48 * 1024)]
+    for _ in range(20):
+        table = tuple(
+            cost(
+                rng.choice([100, 132 * 8, 2000]),
+                *rng.choice(shapes),
+                vb_us=rng.choice([2.0, 5.0, 10.0]),
+            )
+            for _ in range(rng.randint(1, 100))
+        )
+        be = cost(rng.randint(0, 50), *rng.choice(shapes), rng.choice([1.0, 5.0, 9.0]))
+        for start in range(len(table) + 1):
+            want = next(
+                (
+                    i
+                    for i in range(start, len(table))
+                    if budget_vbs(table[i], be, H100ish)
+                ),
+                None,
+            )
+            got = index.next_fit(table, be, start)
+            assert (got if got < len(table) else None) == want
+
+
+def test_reef_pads_with_the_lowest_predicted_interference_first():
+    predicted = {10: 0.3, 11: 0.1, 12: 0.1}
+    policy = ReefPolicy(H100ish, interference=lambda rt, be: predicted[be.task_id])
+    s = Scheduler(policy, be_inflight_cap=2)
+    for tid in (10, 11, 12):
+        s.submit(_task(tid, Priority.BE, 2, (cost(50),) * 2), 0)
+    s.submit(_task(1, Priority.RT, 4, (cost(100),) * 4), 0)
+    p = s.plan(0)
+    pads = [x.pad.task_id for x in p.launches if x.pad is not None]
+    assert pads == [11, 12, 10]  # ties keep progress order (arrival here)
+    assert [(x.call_index, x.n_calls) for x in p.launches] == [
+        (0, 1),
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    ]
 
 
 def _sched(cap: int = 2) -> Scheduler:
@@ -101,9 +158,8 @@ def test_rt_launches_carry_be_slices_and_the_be_call_resumes_after_preemption():
     )
     assert (be.next_call, be.done_calls, be.state) == (0, 0, TaskState.PREEMPTED)
     p = s.plan(6)  # RT done: BE resumes call 0 on its own stream
-    assert [(x.task_id, x.call_index, x.stream) for x in p.launches] == [
-        (10, 0, Stream.BE),
-        (10, 1, Stream.BE),
+    assert [(x.task_id, x.call_index, x.n_calls, x.stream) for x in p.launches] == [
+        (10, 0, 2, Stream.BE),
     ]
 
 
@@ -141,7 +197,11 @@ def test_random_padded_runs_complete_every_call_once_in_order(seed):
             s.submit(tasks[tid], now)
         out = []
         for launch in s.plan(now).launches:
-            out.append(Completion(launch.task_id, launch.call_index, OK))
+            out.append(
+                Completion(
+                    launch.task_id, launch.call_index, OK, n_calls=launch.n_calls
+                )
+            )
             if launch.pad is not None:
                 padded += 1
                 status = OK if rng.random() < 0.5 else PREEMPTED
@@ -151,7 +211,7 @@ def test_random_padded_runs_complete_every_call_once_in_order(seed):
         for c in out:
             if c.status is OK:
                 assert c.call_index == len(order[c.task_id]), "out of order"
-                order[c.task_id].append(c.call_index)
+                order[c.task_id] += range(c.call_index, c.call_index + c.n_calls)
         s.on_complete(out, now)
         now += 1
     assert padded > 0

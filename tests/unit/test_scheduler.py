@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import replace
 
 import pytest
 
@@ -55,11 +56,25 @@ def be(task_id: int, n_calls: int = 4, **kw) -> Task:
 
 
 def calls(plan: Plan) -> list[tuple[int, int]]:
-    return [(launch.task_id, launch.call_index) for launch in plan.launches]
+    """Every call the plan launches, runs expanded."""
+    return [(x.task_id, x.call_index) for x in per_call(plan.launches)]
+
+
+def per_call(launches) -> list[Launch]:
+    """Runs split into one launch per call (what a device without runs sees)."""
+    return [
+        replace(x, call_index=i, n_calls=1)
+        for x in launches
+        for i in range(x.call_index, x.end_call)
+    ]
 
 
 def done(launches, status=OK, error: str = "") -> list[Completion]:
-    return [Completion(x.task_id, x.call_index, status, error=error) for x in launches]
+    """One completion per launch, covering its whole run."""
+    return [
+        Completion(x.task_id, x.call_index, status, error=error, n_calls=x.n_calls)
+        for x in launches
+    ]
 
 
 def sched(policy: str = "reef", cap: int = 2) -> Scheduler:
@@ -144,10 +159,10 @@ def test_rt_waits_for_the_running_rt_task_then_goes_by_deadline():
     assert calls(first) == [(1, 0), (1, 1), (1, 2)]
     s.submit(rt(2, deadline_us=400), 1)
     s.submit(rt(3, deadline_us=100), 1)
-    s.on_complete(done(first.launches[:2]), 2)
+    s.on_complete(done(per_call(first.launches)[:2]), 2)
     assert s.plan(2).launches == []  # task 1 still has a kernel on the device
     task1 = s.task(1)
-    assert s.on_complete(done(first.launches[2:]), 3) == [task1]
+    assert s.on_complete(done(per_call(first.launches)[2:]), 3) == [task1]
     assert calls(s.plan(4)) == [(3, 0), (3, 1)]
     assert task1.state is TaskState.DONE and task1.finished_us == 3
 
@@ -158,7 +173,7 @@ def test_rt_arrival_preempts_be_once_and_be_resumes_exactly():
     p = s.plan(0)
     assert calls(p) == [(10, 0), (10, 1)]
     assert {(x.stream, x.form) for x in p.launches} == {(Stream.BE, Form.PREEMPTIBLE)}
-    s.on_complete(done(p.launches[:1]), 1)
+    s.on_complete(done(per_call(p.launches)[:1]), 1)
     assert calls(s.plan(1)) == [(10, 2)]  # refill to the cap
 
     s.submit(rt(1, n_calls=2, deadline_us=100), 2)
@@ -302,12 +317,12 @@ def test_exclusive_never_co_runs():
     assert {(x.stream, x.form) for x in p.launches} == {(Stream.BE, Form.PLAIN)}
     s.submit(be(2, n_calls=1), 1)
     s.submit(rt(3, n_calls=2), 1)
-    s.on_complete(done(p.launches[:2]), 2)
+    s.on_complete(done(per_call(p.launches)[:2]), 2)
     p2 = s.plan(2)
     assert not p2 and s.task(1).preemptions == 0
-    s.on_complete(done(p.launches[2:]), 3)
+    s.on_complete(done(per_call(p.launches)[2:]), 3)
     p = s.plan(3)
-    assert calls(p) == [(3, 0), (3, 1)] and p.launches[0].stream is Stream.RT
+    assert calls(p) == [(3, 0), (3, 1)] and per_call(p.launches)[0].stream is Stream.RT
     assert not s.plan(4)
     s.on_complete(done(p.launches), 5)
     assert calls(s.plan(6)) == [(2, 0)]
@@ -320,13 +335,13 @@ def test_failed_completion_fails_task_and_releases_after_inflight():
     s = sched(cap=3)
     s.submit(be(1, n_calls=5), 0)
     p = s.plan(0)
-    assert s.on_complete(done(p.launches[:1], FAILED, "boom"), 1) == []
+    assert s.on_complete(done(per_call(p.launches)[:1], FAILED, "boom"), 1) == []
     task = s.task(1)
     assert task.state is TaskState.FAILED and task.error == "boom"
     assert task.finished_us == 1
     assert not s.plan(2)  # failed tasks get no launches
-    assert s.on_complete(done(p.launches[1:2]), 3) == []
-    assert s.on_complete(done(p.launches[2:], DROPPED), 4) == [task]
+    assert s.on_complete(done(per_call(p.launches)[1:2]), 3) == []
+    assert s.on_complete(done(per_call(p.launches)[2:], DROPPED), 4) == [task]
     assert task.state is TaskState.FAILED and s.idle
 
 
@@ -344,8 +359,8 @@ def test_unknown_and_stale_completions_are_ignored():
     p = s.plan(0)
     assert s.on_complete([Completion(999, 0, OK)], 1) == []
     assert s.on_complete([Completion(1, 5, OK)], 1) == []  # never launched
-    s.on_complete(done(p.launches[:1]), 2)
-    s.on_complete(done(p.launches[:1]), 2)  # duplicate
+    s.on_complete(done(per_call(p.launches)[:1]), 2)
+    s.on_complete(done(per_call(p.launches)[:1]), 2)  # duplicate
     assert s.task(1).done_calls == 1 and s.task(1).inflight == 1
 
 
@@ -368,7 +383,7 @@ def test_reset_task_waits_until_all_its_launches_are_back():
     s = sched(cap=3)
     s.submit(be(1, n_calls=4), 0)
     p = s.plan(0)
-    s.on_complete(done(p.launches[:1]), 0)
+    s.on_complete(done(per_call(p.launches)[:1]), 0)
     s.submit(rt(2, n_calls=1), 1)
     assert s.plan(1).reset_be
     s.on_complete([Completion(2, 0, OK)], 2)  # RT done before the drops arrive
@@ -406,9 +421,9 @@ def test_cancel_with_inflight_releases_on_last_completion():
     assert not released and task.state is TaskState.CANCELLED
     assert s.task(1) is task and not s.idle
     assert not s.plan(2)  # no further launches
-    assert s.on_complete(done(p.launches[:2]), 3) == []
+    assert s.on_complete(done(per_call(p.launches)[:2]), 3) == []
     assert s.depths()["inflight"] == {"rt": 0, "be": 1}
-    assert s.on_complete(done(p.launches[2:], DROPPED), 4) == [task]
+    assert s.on_complete(done(per_call(p.launches)[2:], DROPPED), 4) == [task]
     assert task.state is TaskState.CANCELLED and s.idle
 
 
@@ -416,10 +431,10 @@ def test_cancel_of_failed_task_keeps_state():
     s = sched(cap=2)
     s.submit(be(1, n_calls=3), 0)
     p = s.plan(0)
-    s.on_complete(done(p.launches[:1], FAILED, "x"), 1)
+    s.on_complete(done(per_call(p.launches)[:1], FAILED, "x"), 1)
     task, released = s.cancel(1, 2)
     assert task.state is TaskState.FAILED and not released
-    assert s.on_complete(done(p.launches[1:]), 3) == [task]
+    assert s.on_complete(done(per_call(p.launches)[1:]), 3) == [task]
 
 
 def test_cancel_client():
@@ -495,11 +510,14 @@ class FakeDevice:
 
     A reset drops every queued BE launch (DROPPED) and, when the plan raises the
     preempt flag, at random stops a running preemptible BE kernel (PREEMPTED);
-    both come back spread over a few ticks.
+    both come back spread over a few ticks. With `runs`, a launch is a run of
+    calls that comes back whole, or, when stopped, as an OK prefix, the
+    PREEMPTED call and the DROPPED rest; without, every call is its own launch.
     """
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, runs: bool = False) -> None:
         self.rng = rng
+        self.runs = runs
         self.queues: dict[Stream, deque[Launch]] = {s: deque() for s in Stream}
         self.running: Launch | None = None
         self.ticks_left = 0
@@ -516,11 +534,26 @@ class FakeDevice:
             r = self.running
             stoppable = r is not None and r.form is Form.PREEMPTIBLE
             if plan.preempt_be and stoppable and self.rng.random() < 0.5:
-                self.pending += done([r], PREEMPTED)
+                self.pending += self._stop(r)
                 self.running = None
                 self.preempted += 1
-        for launch in plan.launches:
+        launches = plan.launches if self.runs else per_call(plan.launches)
+        for launch in launches:
             self.queues[launch.stream].append(launch)
+
+    def _stop(self, run: Launch) -> list[Completion]:
+        ran = self.rng.randint(0, run.n_calls - 1)
+        stopped = run.call_index + ran
+        parts = [
+            (run.call_index, ran, OK),
+            (stopped, 1, PREEMPTED),
+            (stopped + 1, run.end_call - stopped - 1, DROPPED),
+        ]
+        return [
+            Completion(run.task_id, first, status, n_calls=n)
+            for first, n, status in parts
+            if n > 0
+        ]
 
     def tick(self) -> list[Completion]:
         cut = self.rng.randint(0, len(self.pending))  # drops trickle back
@@ -550,10 +583,11 @@ def _random_task(rng: random.Random, task_id: int, now_us: int) -> Task:
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("cancel_rate", [0.0, 0.02])
-def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate):
+@pytest.mark.parametrize("runs", [False, True], ids=["per-call", "runs"])
+def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate, runs):
     rng = random.Random(seed)
     s = sched(policy, cap=rng.randint(1, 4))
-    device = FakeDevice(rng)
+    device = FakeDevice(rng, runs)
     submitted: dict[int, Task] = {}
     completed: dict[int, list[int]] = {}
     released: dict[int, int] = {}
@@ -578,7 +612,7 @@ def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate
             drops += c.status is DROPPED
             if c.status is OK:
                 assert c.call_index == len(completed[c.task_id]), "out of order"
-                completed[c.task_id].append(c.call_index)
+                completed[c.task_id] += range(c.call_index, c.call_index + c.n_calls)
         for task in s.on_complete(out, now):
             released[task.task_id] = released.get(task.task_id, 0) + 1
         now += 1
@@ -647,7 +681,7 @@ def test_streams_keeps_issuing_be_beside_rt():
     assert calls(p) == [(1, 0), (1, 1)]
     s.on_complete([Completion(10, 0, OK)], 2)
     p = s.plan(2)
-    assert calls(p) == [(10, 2)] and p.launches[0].stream is Stream.BE
+    assert calls(p) == [(10, 2)] and per_call(p.launches)[0].stream is Stream.BE
     assert {x.form for x in p.launches} == {Form.PLAIN}
 
 

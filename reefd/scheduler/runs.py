@@ -1,0 +1,67 @@
+"""CallRuns: the calls of one task in flight, as runs of consecutive calls.
+
+A launch issues a run of a task's calls (`Launch.n_calls`); the device reports
+them back in pieces (`Completion.n_calls`): a whole run, or its first calls OK
+and the rest preempted or dropped, or one completion per call on a device that
+does not take runs. `CallRuns` keeps what is still out as half-open intervals
+`[first, end)` tagged with their stream, and answers how many calls a returned
+range covered on which stream. Shared by the scheduler's state and the
+executor. Pure data: no clocks, sockets, threads or devices.
+"""
+
+from __future__ import annotations
+
+from reefd.scheduler.plan import Stream
+
+
+class CallRuns:
+    """Intervals of one task's calls in flight, in call order."""
+
+    __slots__ = ("_runs", "count")
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[int, int, Stream]] = []
+        self.count = 0
+        """Calls in flight."""
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @property
+    def end(self) -> int:
+        """One past the highest call in flight (0 when none is)."""
+        return max((end for _, end, _ in self._runs), default=0)
+
+    def streams(self) -> set[Stream]:
+        return {stream for _, _, stream in self._runs}
+
+    def covers(self, first: int, n_calls: int = 1) -> bool:
+        """Whether any of the calls `first .. first + n_calls - 1` is in flight."""
+        stop = first + n_calls
+        return any(f < stop and first < e for f, e, _ in self._runs)
+
+    def add(self, first: int, n_calls: int, stream: Stream) -> None:
+        """Record a launched run; it must not overlap calls already out."""
+        if n_calls < 1:
+            raise ValueError(f"a run needs n_calls >= 1, got {n_calls}")
+        if self.covers(first, n_calls):
+            raise ValueError(f"calls {first}..{first + n_calls - 1} already out")
+        self._runs.append((first, first + n_calls, stream))
+        self._runs.sort()
+        self.count += n_calls
+
+    def remove(self, first: int, n_calls: int) -> tuple[int, Stream | None]:
+        """Take calls `first .. first + n_calls - 1` out; returns how many of
+        them were in flight and their stream. A returned range lies inside one
+        launched run, so it touches at most one interval; calls not in flight
+        are ignored."""
+        stop = first + n_calls
+        for i, (f, e, stream) in enumerate(self._runs):
+            lo, hi = max(f, first), min(e, stop)
+            if lo >= hi:
+                continue
+            pieces = [(a, b, stream) for a, b in ((f, lo), (hi, e)) if a < b]
+            self._runs[i : i + 1] = pieces
+            self.count -= hi - lo
+            return hi - lo, stream
+        return 0, None
