@@ -1,9 +1,10 @@
 """`reef-profile`: solo and co-run timings of models into the profile store.
 
 Owns the command line: the parser of `run` (solo profiles of zoo models or a
-user's model factory), `pairs` (co-run slowdowns), `show` (what is stored) and
-`export` (CSV for analysis), with a `--help` per command that says what it
-measures, and `main`, which runs a command (commands.py) and turns every error
+user's model factory), `pairs` (co-run slowdowns), `show` (what is stored),
+`export` (CSV for analysis), `train` (the interference model) and `evaluate`
+(it and the baselines on held-out pairs), with a `--help` per command that says
+what it does, and `main`, which runs a command (commands.py) and turns every error
 a user can cause into one line, `reef-profile: error: ...`, and exit status 2.
 
 Imports the standard library and this package's commands and store only.
@@ -17,7 +18,15 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from reefd.errors import ReefError
-from reefd.profiler.commands import PROG, cmd_export, cmd_pairs, cmd_run, cmd_show
+from reefd.profiler.commands import (
+    PROG,
+    cmd_evaluate,
+    cmd_export,
+    cmd_pairs,
+    cmd_run,
+    cmd_show,
+    cmd_train,
+)
 from reefd.profiler.store import VIEWS, default_db_path
 
 # --- the parser ----------------------------------------------------------------------
@@ -85,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
               reef-profile pairs --rt resnet152 --be vgg19,densenet201
               reef-profile show --model resnet50
               reef-profile export --csv calls.csv
+              reef-profile train
+              reef-profile evaluate --split lomo --plot eval.png
             """
         ),
     )
@@ -93,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pairs(sub)
     _add_show(sub)
     _add_export(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -233,6 +246,115 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="only this model (name or key)")
     _common(p)
     p.set_defaults(handler=cmd_export)
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        metavar="NAME",
+        help="use the pairs measured on this device: a backend (cpu, cuda), a "
+        "device name, or 'backend: name' (default: the one with the most pairs)",
+    )
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fit the interference model on the stored pairs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_text(
+            """
+            Fit reefd's interference model on every co-run pair stored for one
+            device, using features of both tasks' solo profiles (FLOPs, bytes,
+            arithmetic intensity, CTAs, threads, registers, shared memory, solo
+            duration, achieved compute and bandwidth, NVML/GPM readings where
+            measured): gradient-boosted trees for the log RT slowdown, a
+            quantile (0.9) variant for safety decisions, and one for the BE
+            throughput ratio. Pairs need a solo profile (`reef-profile run`)
+            of both tasks at their batches on the same device.
+
+            Writes one model file (joblib) that the scheduler loads as a lookup
+            table. How well it predicts models it has not seen is what
+            `reef-profile evaluate` measures.
+            """
+        ),
+        epilog=_text(
+            """
+            examples:
+              reef-profile train
+              reef-profile train --db profiles.sqlite --out model.joblib
+              reef-profile train --device cuda
+            """
+        ),
+    )
+    _common(p)
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="model file (default: interference.joblib in the state directory, "
+        f"{default_db_path().parent}, which InterferenceModel.load reads by default)",
+    )
+    _device(p)
+    p.set_defaults(handler=cmd_train)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score the interference model and baselines on held-out pairs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_text(
+            """
+            Train on part of the stored pairs, predict the rest, and score the
+            learned model, its conservative variant and the baselines (no
+            interference, mean slowdown, gpulet-style linear model,
+            Usher-style complementarity rule, Orion-style compute/memory class
+            rule, and the measured oracle) on the same held-out pairs.
+
+            Splits: lomo (leave one model out: every pair with model M held
+            out, for each M; the default) or pairs (GroupKFold by model pair).
+            Metrics: MAPE and p90 absolute error of the RT slowdown, Kendall
+            tau of each RT model's partner ranking, top-1 regret of the best
+            predicted partner, false-safe rate at --slo-slowdown, BE ratio
+            MAPE; and the noise floor of the measurements themselves. Prints a
+            markdown table and writes a PNG (and JSON with --json).
+            """
+        ),
+        epilog=_text(
+            """
+            examples:
+              reef-profile evaluate
+              reef-profile evaluate --split pairs --slo-slowdown 1.05
+              reef-profile evaluate --plot eval.png --json eval.json
+            """
+        ),
+    )
+    _common(p)
+    _device(p)
+    p.add_argument(
+        "--split",
+        default="lomo",
+        choices=("lomo", "pairs"),
+        help="lomo: leave one model out (default); pairs: GroupKFold by model pair",
+    )
+    p.add_argument(
+        "--slo-slowdown",
+        type=float,
+        default=1.10,
+        metavar="X",
+        help="RT slowdown at or under which a pair counts as safe (default 1.10)",
+    )
+    p.add_argument(
+        "--folds", type=int, default=5, help="folds of the pairs split (default 5)"
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="PNG to write (default: interference-SPLIT.png beside the store)",
+    )
+    p.add_argument("--no-plot", action="store_true", help="write no PNG")
+    p.add_argument("--json", metavar="PATH", help="also write scores and predictions")
+    p.set_defaults(handler=cmd_evaluate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

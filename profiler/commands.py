@@ -1,4 +1,5 @@
-"""The `reef-profile` commands: what `run`, `pairs`, `show` and `export` do.
+"""The `reef-profile` commands: what `run`, `pairs`, `show`, `export`, `train`
+and `evaluate` do.
 
 Owns each command's sequence once its arguments are parsed (cli.py parses):
 validate every value before anything is built or measured, open the backend
@@ -8,15 +9,18 @@ stderr. Errors a user can cause are raised as ReefError subclasses for
 `cli.main` to print in one line.
 
 Imports the standard library and this package; torch and the backends load
-inside `run` and `pairs` only, so `show` and `export` stay fast.
+inside `run` and `pairs` only, so `show` and `export` stay fast;
+reefd.interference (scikit-learn) loads inside `train` and `evaluate` only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reefd.errors import ConfigError, ReefError, UnsupportedOp
@@ -253,4 +257,69 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = export_csv(store, args.table, args.csv, args.model)
     if args.csv != "-":
         log(f"wrote {n} {args.table} rows to {args.csv}")
+    return 0
+
+
+# --- train and evaluate (reefd.interference) ----------------------------------------
+
+
+def _cpu_note(backend: str) -> None:
+    if backend == "cpu":
+        print(
+            "backend=cpu: CPU thread co-runs are a stand-in for GPU co-location, "
+            "not GPU figures"
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from reefd.interference.dataset import load_dataset
+    from reefd.interference.metrics import mape_pct
+    from reefd.interference.train import ModelFile, default_model_path
+
+    out = Path(args.out) if args.out else default_model_path()
+    with Store.open(args.db, create=False) as store:
+        data = load_dataset(store, device=args.device)
+    model = ModelFile.train(data)
+    path = model.save(out)
+    fitted = model.trained.estimate(data.pairs()).rt_slowdown
+    print(f"trained on {data.describe()}: {len(data.tasks)} tasks, from {data.source}")
+    if data.skipped:
+        print(
+            f"left out {data.skipped} pair measurement(s) whose tasks have no solo "
+            "profile on that device"
+        )
+    print(
+        f"in-sample RT slowdown MAPE {mape_pct(fitted, data.rt_slowdown()):.1f} % "
+        "(a fit, not a held-out figure: see `reef-profile evaluate`)"
+    )
+    _cpu_note(data.device.backend)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from reefd.interference.dataset import load_dataset
+    from reefd.interference.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(
+        split=args.split, slo_slowdown=args.slo_slowdown, folds=args.folds
+    ).check()
+    with Store.open(args.db, create=False) as store:
+        data = load_dataset(store, device=args.device)
+    report = evaluate(data, config)
+    print("\n".join(report.summary()))
+    print()
+    print(report.markdown())
+    print()
+    if not args.no_plot:
+        from reefd.interference.plot import write_plot
+
+        default = Path(data.source).with_name(f"interference-{config.split}.png")
+        print(f"wrote {write_plot(report, args.plot or default)}")
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise ReefError(f"--json {args.json}: cannot write: {exc}") from None
+        print(f"wrote {args.json}")
     return 0

@@ -144,13 +144,28 @@ class StoreReads:
         """The latest solo measurement of `model` at `batch`, calls included."""
         with self._transaction() as db:
             row = self._latest_task(db, model, batch, backend)
-            if row is None:
-                return None
-            calls = db.execute(
-                "SELECT * FROM calls WHERE task_id = ? ORDER BY call_index",
-                (row["id"],),
+            return None if row is None else self._task(db, row)
+
+    def latest_tasks(self, backend: str, device_name: str) -> list[TaskProfile]:
+        """The latest solo measurement of every (model, batch) measured on this
+        backend and device, calls included, read in one snapshot (what the
+        interference model's features come from)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM tasks WHERE id IN (SELECT max(t.id) FROM tasks t "
+                "JOIN runs r ON r.id = t.run_id WHERE r.backend = ? AND "
+                "r.device_name = ? GROUP BY t.model_key, t.batch) ORDER BY id",
+                (backend, device_name),
             ).fetchall()
-            identity = self._model(db, row["model_key"], row["model_name"])
+            return [self._task(db, row) for row in rows]
+
+    def _task(self, db: sqlite3.Connection, row: sqlite3.Row) -> TaskProfile:
+        """The TaskProfile of a tasks row, with its calls."""
+        calls = db.execute(
+            "SELECT * FROM calls WHERE task_id = ? ORDER BY call_index",
+            (row["id"],),
+        ).fetchall()
+        identity = self._model(db, row["model_key"], row["model_name"])
         return TaskProfile(
             model=identity,
             batch=row["batch"],
