@@ -121,6 +121,10 @@ class InterferenceModel:
         """Everything known about RT task `rt_key` beside BE task `be_key`."""
         return self._table.get((rt_key, be_key), self.unknown)
 
+    def lookup(self, rt_key: str, be_key: str) -> Prediction | None:
+        """The prediction for a known pair; None for a pair the table lacks."""
+        return self._table.get((rt_key, be_key))
+
     def predict_rt_slowdown(self, rt_key: str, be_key: str) -> float:
         """Predicted slowdown of RT task `rt_key` beside BE task `be_key`."""
         return self._table.get((rt_key, be_key), self.unknown)[0]

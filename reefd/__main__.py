@@ -28,7 +28,10 @@ from reefd.config import (
 from reefd.engine import Engine, monotonic_us
 from reefd.errors import ReefError
 from reefd.executor import Executor
+from reefd.interference.daemon import load_hook
 from reefd.scheduler import make_policy
+from reefd.scheduler.policy import Policy
+from reefd.scheduler.reef import ReefPolicy
 from reefd.scheduler.scheduler import Scheduler
 from reefd.sdnotify import Notifier
 from reefd.server import Server
@@ -43,9 +46,14 @@ class Daemon:
     engine: Engine
     server: Server
     backend_reason: str
+    policy: Policy
+    interference_note: str = ""
 
     def start(self) -> threading.Thread:
         self.device.start(self.engine.wake)
+        shape = self.device.shape()
+        if shape is not None and isinstance(self.policy, ReefPolicy):
+            self.policy.use_device(shape)  # padding needs the opened device
         self.server.start()
         thread = threading.Thread(
             target=self.engine.run, name="reefd-engine", daemon=True
@@ -64,7 +72,12 @@ def build(config: DaemonConfig) -> Daemon:
     """Wire the daemon from its config; performs no I/O."""
     backend, reason = pick_backend(config.backend, config.gpu_index)
     device = make_device(backend, config)
-    policy = make_policy(config.policy)
+    note = ""
+    options = {}
+    if config.policy == "reef":
+        hook, note = load_hook(config.interference_model, config.resolved_state_dir())
+        options["interference"] = hook
+    policy = make_policy(config.policy, **options)
     scheduler = Scheduler(policy, be_inflight_cap=config.be_inflight_cap)
     executor = Executor(device, monotonic_us)
     server = Server(
@@ -83,7 +96,7 @@ def build(config: DaemonConfig) -> Daemon:
         max_queued_per_client=config.max_queued_per_client,
     )
     server.attach(engine.submit)
-    return Daemon(config, device, engine, server, reason)
+    return Daemon(config, device, engine, server, reason, policy, note)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -125,6 +138,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MS",
         help="silence that marks a client dead",
+    )
+    p.add_argument(
+        "--interference-model",
+        metavar="PATH",
+        help="reef policy: interference model file, or 'off' (default: the state "
+        "directory's interference.joblib if `reef-profile train` wrote one)",
     )
     p.add_argument(
         "--default-slo-ms",
@@ -170,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load(args.config, **overrides)
         daemon = build(config)
         log.info("backend: %s", daemon.backend_reason)
+        if daemon.interference_note:
+            log.info("%s", daemon.interference_note)
         daemon.start()
     except ReefError as exc:
         print(f"reefd: {exc}", file=sys.stderr)

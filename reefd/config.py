@@ -65,6 +65,11 @@ class DaemonConfig:
     state_dir: str = ""
     """Where profiles and models live ('' = $STATE_DIRECTORY or
     ~/.local/state/reefd)."""
+    interference_model: str = ""
+    """reef policy: the interference model file ('' = interference.joblib in the
+    state directory if `reef-profile train` wrote one; 'off' = none). With one,
+    reef pads with the BE task of lowest predicted RT slowdown and withholds BE
+    work whose conservative prediction would miss the RT task's deadline."""
     preempt_flag: str = "mapped"
     """cuda backend: where the preempt flag lives. mapped = page-locked host memory
     the GPU reads over PCIe (a host store takes effect at once); device = device

@@ -166,7 +166,14 @@ class Engine:
         if ev.priority is Priority.RT and slo_ms is None:
             slo_ms = self._default_slo_ms
         entry = self._registry.add_model(
-            ev.client_id, ev.name, ev.graph, handle, ev.priority, slo_ms, ev.batch
+            ev.client_id,
+            ev.name,
+            ev.graph,
+            handle,
+            ev.priority,
+            slo_ms,
+            ev.batch,
+            ev.profile_key,
         )
         log.info(
             "client %d registered model %d %r (%s, %d calls, %d weight bytes)",
@@ -206,6 +213,8 @@ class Engine:
             n_calls=len(entry.graph.calls),
             arrival_us=arrival,
             deadline_us=deadline,
+            profile_key=entry.profile_key,
+            costs=self._device.call_costs(memory),
         )
         self._executor.bind(task_id, entry.handle, memory)
         self._tasks[task_id] = _TaskRecord(ev.client_id, ev.req, entry.model_id, graph)
@@ -380,6 +389,7 @@ class Engine:
                     "priority": str(m.priority),
                     "slo_ms": m.slo_ms,
                     "calls": len(m.graph.calls),
+                    "profile_key": m.profile_key,
                     "weight_bytes": m.graph.weight_bytes(),
                     "in_flight": m.live_tasks,
                     "done": m.done,
@@ -395,6 +405,7 @@ class Engine:
                 "max_us": max(lat) if lat else None,
             },
             "launches": self._executor.launches,
+            "padded_launches": self._executor.padded_launches,
             "weights": self._device.weight_stats(),
         }
 

@@ -37,6 +37,8 @@ class RegisterModel:
     """Set for a dynamic-batch model (validated at every batch size)."""
     compiled: Any = field(default=None, repr=False)
     """What `Device.prepare` made on the register worker (None: nothing)."""
+    profile_key: str = ""
+    """The graph's key in profiles, hashed on the register worker."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Executor:
         self.launches = 0
         """Launches handed to the device (a run counts once where the device
         takes runs, once per call where it does not)."""
+        self.padded_launches = 0
+        """Launches that carried a BE slice (dynamic kernel padding)."""
 
     def bind(self, task_id: int, model: object, memory: object) -> None:
         self._bindings[task_id] = _Binding(model, memory)
@@ -68,6 +70,7 @@ class Executor:
                     be.memory,
                 )
                 self._note(launch.pad.task_id, launch.pad.call_index, 1, launch.stream)
+                self.padded_launches += 1
             self._launch(launch, pad)
         return dropped
 

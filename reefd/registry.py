@@ -29,6 +29,8 @@ class ModelEntry:
     done: int = 0
     batch: BatchRule | None = None
     """Set when the model serves any batch up to `batch.max_batch`."""
+    profile_key: str = ""
+    """The registered graph's key in profiles (reefd.profiler.identity)."""
     _by_batch: dict[int, KernelGraph] = field(default_factory=dict, repr=False)
 
     def graph_for(self, input_shapes: list[tuple[int, ...]]) -> KernelGraph:
@@ -92,11 +94,20 @@ class Registry:
         priority: Priority,
         slo_ms: float | None,
         batch: BatchRule | None = None,
+        profile_key: str = "",
     ) -> ModelEntry:
         model_id = self._next_model_id
         self._next_model_id += 1
         entry = ModelEntry(
-            model_id, client_id, name, graph, handle, priority, slo_ms, batch=batch
+            model_id,
+            client_id,
+            name,
+            graph,
+            handle,
+            priority,
+            slo_ms,
+            batch=batch,
+            profile_key=profile_key,
         )
         self.models[model_id] = entry
         self.clients[client_id].models.add(model_id)

@@ -41,6 +41,7 @@ from reefd.events import (
     UnregisterModel,
 )
 from reefd.graph import KernelGraph, validate
+from reefd.profiler.identity import graph_key
 from reefd.protocol import (
     PROTOCOL_VERSION,
     Kind,
@@ -447,6 +448,7 @@ def _register_event(
         },
         rule,
         compiled,
+        graph_key(graph),
     )
 
 

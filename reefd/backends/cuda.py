@@ -46,7 +46,9 @@ from reefd.backends.device import Device, DeviceLaunch
 from reefd.batching import BatchRule
 from reefd.errors import BackendError
 from reefd.graph import KernelGraph
+from reefd.scheduler.padding import DeviceShape
 from reefd.scheduler.plan import Completion, Stream
+from reefd.sim.shapes import device_shape
 
 log = logging.getLogger("reefd.cuda")
 
@@ -92,10 +94,12 @@ class CudaDevice(Device):
         self._tls = threading.local()
         self._drv: Any = None
         self._info = ""
+        self._sms: int | None = None
 
     # opening the GPU ------------------------------------------------------------
     def start(self, waker: Callable[[], None]) -> None:
         sms, free, total = self._open_context()
+        self._sms = sms
         drv = self._drv
         limit = self._limit_bytes or max(0, free - total // HEADROOM_DIVISOR)
         least, greatest = drv.cuCtxGetStreamPriorityRange()
@@ -183,6 +187,13 @@ class CudaDevice(Device):
             f"{self._depths[Stream.RT]} / BE {self._depths[Stream.BE]} launches; "
             f"memory budget {limit / 2**30:.1f} GiB"
         )
+
+    def shape(self) -> DeviceShape | None:
+        """The opened GPU's SMs and its arch's occupancy rule (None before
+        `start`)."""
+        if self._sms is None or self._arch is None:
+            return None
+        return device_shape(self._sms, self._arch)
 
     def describe(self) -> str:
         return self._info or f"cuda (GPU {self._gpu_index}, not started)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reefd.graph import KernelGraph
+from reefd.scheduler.padding import CallCost, DeviceShape
 from reefd.scheduler.plan import Completion, Form, Stream
 
 if TYPE_CHECKING:
@@ -88,6 +89,16 @@ class Device(ABC):
         with equal content share one device copy across models. `compiled` is
         what `prepare` returned for this graph (None if it compiled nothing).
         """
+
+    def shape(self) -> DeviceShape | None:
+        """SM count and occupancy rule for padding; None where the device
+        cannot pad (or before `start` on a device that learns it there)."""
+        return None
+
+    def call_costs(self, memory: Any) -> tuple[CallCost, ...] | None:
+        """Per-call costs of the task in `memory` (blocks, resources, block
+        time) for padding; None where they are not known."""
+        return None
 
     @abstractmethod
     def weight_stats(self) -> dict[str, int]:

@@ -56,16 +56,16 @@ class SimDevice(Device):
         slowdown: Slowdown = no_slowdown,
         aggregate_waves: bool = True,
     ) -> None:
-        self.shape = shape or h100_shape()
-        self.cost_source = costs or RooflineCosts(self.shape)
-        self.gpu = SimGpu(self.shape, slowdown, aggregate_waves)
+        self._shape = shape or h100_shape()
+        self.cost_source = costs or RooflineCosts(self._shape)
+        self.gpu = SimGpu(self._shape, slowdown, aggregate_waves)
         self._pool: WeightPool[None] = WeightPool()
         self._waker: Callable[[], None] = lambda: None
         self._slowdown_name = getattr(slowdown, "__name__", type(slowdown).__name__)
 
     def describe(self) -> str:
         return (
-            f"sim ({self.shape.sms} SMs, costs {type(self.cost_source).__name__}, "
+            f"sim ({self._shape.sms} SMs, costs {type(self.cost_source).__name__}, "
             f"slowdown {self._slowdown_name}, virtual clock)"
         )
 
@@ -93,6 +93,12 @@ class SimDevice(Device):
         for key in model.keys:
             self._pool.release(key)
         model.keys.clear()
+
+    def shape(self) -> DeviceShape:
+        return self._shape
+
+    def call_costs(self, memory: SimTaskMemory) -> tuple[CallCost, ...]:
+        return memory.costs
 
     def weight_stats(self) -> dict[str, int]:
         return self._pool.stats()

@@ -152,6 +152,30 @@ def _room_for(rt: CallCost, be: CallCost, device: DeviceShape) -> bool:
     return math.ceil(rt.n_vb / slots) * slots > rt.n_vb
 
 
+class SoloIndex:
+    """Predicted solo time of the rest of an RT task from any call on, as
+    prefix sums of `rt_duration_us` per cost table (memoised by the table's
+    identity, like FitIndex)."""
+
+    def __init__(self, device: DeviceShape, max_entries: int = 1_000) -> None:
+        self.device = device
+        self.max_entries = max_entries
+        self._sums: dict[int, tuple[Sequence[CallCost], list[float]]] = {}
+
+    def remaining_us(self, rt_costs: Sequence[CallCost], call: int) -> float:
+        """Solo time of calls `call ..` of the table, microseconds."""
+        hit = self._sums.get(id(rt_costs))
+        if hit is None or hit[0] is not rt_costs:
+            sums = [0.0]
+            for cost in reversed(rt_costs):
+                sums.append(sums[-1] + rt_duration_us(cost, self.device))
+            sums.reverse()
+            if len(self._sums) >= self.max_entries:
+                self._sums.clear()
+            hit = self._sums[id(rt_costs)] = (rt_costs, sums)
+        return hit[1][min(call, len(rt_costs))]
+
+
 def pad_calls(
     rt_costs: Sequence[CallCost],
     first: int,

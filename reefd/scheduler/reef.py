@@ -15,17 +15,20 @@ code: must not import clocks, sockets, threads or devices.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from reefd.scheduler.padding import DeviceShape, FitIndex, pad_calls
+from reefd.scheduler.padding import DeviceShape, FitIndex, SoloIndex, pad_calls
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
 from reefd.scheduler.policy import Policy, next_launches
 from reefd.scheduler.state import SchedulerState
 from reefd.scheduler.task import Task
 
-Interference = Callable[[Task, Task], float]
-"""Predicted slowdown of an RT task (first) beside a BE task (second)."""
+Interference = Callable[[Task, Task], "tuple[float, float] | None"]
+"""What the interference model predicts for an RT task (first) beside a BE
+task (second): (slowdown, conservative slowdown), as together / alone (1.0 =
+none); None when it knows nothing of the pair."""
 
 
 class ReefPolicy(Policy):
@@ -45,16 +48,25 @@ class ReefPolicy(Policy):
         interference: Interference | None = None,
     ) -> None:
         self._reset_this_busy_period = False
-        self._fits = None if device is None else FitIndex(device)
-        self._interference = interference or (lambda rt, be: 0.0)
+        self._fits: FitIndex | None = None
+        self._solo: SoloIndex | None = None
+        self._interference = interference
+        if device is not None:
+            self.use_device(device)
+
+    def use_device(self, device: DeviceShape) -> None:
+        """Pad for `device` from now on (the composition root calls this once
+        the device is open and knows its SMs)."""
+        self._fits = FitIndex(device)
+        self._solo = SoloIndex(device)
 
     def plan(self, state: SchedulerState, now_us: int) -> Plan:
         if state.rt_active():
-            return self._plan_rt(state)
+            return self._plan_rt(state, now_us)
         self._reset_this_busy_period = False
         return Plan(launches=self._plan_be(state))
 
-    def _plan_rt(self, state: SchedulerState) -> Plan:
+    def _plan_rt(self, state: SchedulerState, now_us: int) -> Plan:
         reset = False
         if (
             self.drops_be
@@ -69,13 +81,13 @@ class ReefPolicy(Policy):
         others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
         if task is not None and others_inflight == 0 and state.can_issue(task):
             launches = next_launches(task, task.remaining_calls, Stream.RT, Form.PLAIN)
-            launches = self._pad(state, task, launches)
+            launches = self._pad(state, task, launches, now_us)
         return Plan(
             launches=launches, reset_be=reset, preempt_be=reset and self.preempts_be
         )
 
     def _pad(
-        self, state: SchedulerState, rt: Task, launches: list[Launch]
+        self, state: SchedulerState, rt: Task, launches: list[Launch], now_us: int
     ) -> list[Launch]:
         """Give RT calls a BE slice where one fits, splitting the RT run
         around the padded calls. Candidates are the `pad_candidates` best BE
@@ -91,10 +103,9 @@ class ReefPolicy(Policy):
             ),
             self.pad_candidates,
         )
-        ranked = sorted(
-            enumerate(free), key=lambda c: (self._interference(rt, c[1]), c[0])
-        )
-        candidates = [(be, be.costs[be.next_call]) for _, be in ranked]
+        candidates = [
+            (be, be.costs[be.next_call]) for be in self._rank(rt, free, now_us)
+        ]
         if not candidates:
             return launches
         (run,) = launches
@@ -109,6 +120,32 @@ class ReefPolicy(Policy):
         if start < run.end_call:
             out.append(replace(run, call_index=start, n_calls=run.end_call - start))
         return out
+
+    def _rank(self, rt: Task, free: Iterable[Task], now_us: int) -> list[Task]:
+        """BE candidates by predicted RT slowdown (unknown pairs last), ties in
+        the order they come (most progress first); those whose conservative
+        prediction would make the RT task miss its deadline are withheld."""
+        if self._interference is None:
+            return list(free)
+        slack = self._slack(rt, now_us)
+        scored = []
+        for order, be in enumerate(free):
+            predicted = self._interference(rt, be)
+            if predicted is None:
+                scored.append((math.inf, order, be))
+            elif predicted[1] <= slack:
+                scored.append((predicted[0], order, be))
+        return [be for _, _, be in sorted(scored, key=lambda s: s[:2])]
+
+    def _slack(self, rt: Task, now_us: int) -> float:
+        """How much slower than alone the rest of the RT task may run and still
+        meet its deadline (inf when nothing is left or nothing is known)."""
+        if rt.deadline_us is None or self._solo is None or rt.costs is None:
+            return math.inf
+        left_us = self._solo.remaining_us(rt.costs, rt.next_call)
+        if left_us <= 0:
+            return math.inf
+        return (rt.deadline_us - now_us) / left_us
 
     def _plan_be(self, state: SchedulerState) -> list[Launch]:
         room = state.be_inflight_cap - state.inflight(Stream.BE)

@@ -48,6 +48,9 @@ class Task:
     finished_us: int | None = None
     preemptions: int = 0
     error: str = ""
+    profile_key: str = ""
+    """The model's graph key (reefd.profiler.identity), under which profiles
+    and the interference model know it; empty if not computed."""
     costs: tuple[Any, ...] | None = field(default=None, repr=False)
     """Per-call `padding.CallCost` where the device knows them (resources from
     the kernel library, durations from profiles); None disables padding."""

@@ -12,6 +12,7 @@ from reefd.scheduler.padding import (
     CallCost,
     DeviceShape,
     FitIndex,
+    SoloIndex,
     budget_vbs,
     pad_calls,
 )
@@ -113,7 +114,7 @@ def test_fit_index_agrees_with_the_budget_rule_call_by_call():
 
 
 def test_reef_pads_with_the_lowest_predicted_interference_first():
-    predicted = {10: 0.3, 11: 0.1, 12: 0.1}
+    predicted = {10: (1.3, 1.3), 11: (1.1, 1.2), 12: (1.1, 1.1)}
     policy = ReefPolicy(H100ish, interference=lambda rt, be: predicted[be.task_id])
     s = Scheduler(policy, be_inflight_cap=2)
     for tid in (10, 11, 12):
@@ -128,6 +129,35 @@ def test_reef_pads_with_the_lowest_predicted_interference_first():
         (2, 1),
         (3, 1),
     ]
+
+
+def _padded_by(predicted: dict, deadline_us: int = 1000) -> list[int]:
+    """BE tasks 10, 11, 12 (in progress order) and a 4-call RT task whose
+    calls each take 10 us alone; which BE tasks pad it, in call order."""
+    policy = ReefPolicy(H100ish, interference=lambda rt, be: predicted[be.task_id])
+    s = Scheduler(policy, be_inflight_cap=2)
+    for tid in (10, 11, 12):
+        s.submit(_task(tid, Priority.BE, 2, (cost(50),) * 2), 0)
+    rt = _task(1, Priority.RT, 4, (cost(100),) * 4)
+    rt.deadline_us = deadline_us
+    s.submit(rt, 0)
+    return [x.pad.task_id for x in s.plan(0).launches if x.pad is not None]
+
+
+def test_reef_withholds_be_whose_conservative_slowdown_breaks_the_slack():
+    # 40 us of RT work alone, deadline at 60 us: a slowdown up to 1.5 is safe
+    predicted = {10: (1.2, 1.6), 11: (1.4, 1.5), 12: None}
+    assert _padded_by(predicted, deadline_us=60) == [11, 12]  # unknown ranks last
+    assert _padded_by(predicted, deadline_us=1000) == [10, 11, 12]
+    assert _padded_by(predicted, deadline_us=40) == [12]  # no slack at all
+
+
+def test_solo_index_sums_the_rest_of_a_task():
+    index = SoloIndex(H100ish)
+    table = (cost(100), cost(132 * 8 * 3, vb_us=2.0), cost(10, vb_us=1.0))
+    assert index.remaining_us(table, 0) == 10.0 + 6.0 + 1.0
+    assert index.remaining_us(table, 2) == 1.0
+    assert index.remaining_us(table, 3) == 0.0
 
 
 def _sched(cap: int = 2) -> Scheduler:
