@@ -27,6 +27,7 @@ from typing import Any
 
 from reefd.backends.device import Device, DeviceLaunch
 from reefd.graph import KernelGraph
+from reefd.profiler.identity import graph_key
 from reefd.scheduler.padding import CallCost, DeviceShape
 from reefd.scheduler.plan import Completion, Stream
 from reefd.sim.costs import CostSource, RooflineCosts
@@ -43,6 +44,8 @@ class SimModel:
     graph: KernelGraph
     costs: tuple[CallCost, ...]
     keys: list[WeightKey]
+    profile_key: str = ""
+    """The graph's key in profiles (for the co-run slowdown hook)."""
 
 
 class SimDevice(Device):
@@ -87,7 +90,7 @@ class SimDevice(Device):
             key = (digest, buf.dtype, buf.nbytes)
             self._pool.acquire(key, lambda: None)
             keys.append(key)
-        return SimModel(graph, self.cost_source.costs(graph), keys)
+        return SimModel(graph, self.cost_source.costs(graph), keys, graph_key(graph))
 
     def unload(self, model: SimModel) -> None:
         for key in model.keys:
@@ -107,8 +110,12 @@ class SimDevice(Device):
         self, model: SimModel, inputs: list[Any], graph: KernelGraph | None = None
     ) -> SimTaskMemory:
         if graph is None or graph is model.graph:
-            return SimTaskMemory(model.graph, model.costs)
-        return SimTaskMemory(graph, self.cost_source.costs(graph))
+            return SimTaskMemory(
+                model.graph, model.costs, profile_key=model.profile_key
+            )
+        return SimTaskMemory(
+            graph, self.cost_source.costs(graph), profile_key=graph_key(graph)
+        )
 
     def outputs(self, memory: SimTaskMemory) -> list[Any]:
         return [bytearray(b.nbytes) for b in memory.graph.outputs]

@@ -41,6 +41,10 @@ class ReefPolicy(Policy):
     be_form = Form.PREEMPTIBLE
     pad_candidates = 4
     """BE tasks considered for padding per RT plan (the most progressed)."""
+    rt_window_calls = 16
+    """While BE calls are still on the device (a preemption draining), RT calls
+    in flight are kept to this many, so the RT calls issued once the BE task
+    is back can be padded with it; otherwise a whole RT task goes at once."""
 
     def __init__(
         self,
@@ -80,7 +84,10 @@ class ReefPolicy(Policy):
         # has kernels on the device.
         others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
         if task is not None and others_inflight == 0 and state.can_issue(task):
-            launches = next_launches(task, task.remaining_calls, Stream.RT, Form.PLAIN)
+            n = task.remaining_calls
+            if self._fits is not None and state.inflight(Stream.BE) > 0:
+                n = self.rt_window_calls - task.inflight
+            launches = next_launches(task, n, Stream.RT, Form.PLAIN)
             launches = self._pad(state, task, launches, now_us)
         return Plan(
             launches=launches, reset_be=reset, preempt_be=reset and self.preempts_be

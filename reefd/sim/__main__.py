@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from reefd.config import POLICIES
 from reefd.scheduler.task import Priority
 from reefd.sim.costs import CostSource, RooflineCosts, StoreCosts
+from reefd.sim.records import Slowdown, no_slowdown
 from reefd.sim.runner import SimResult, percentile, simulate
 from reefd.sim.shapes import H100_ARCH, device_shape
 from reefd.sim.workloads import WORKLOADS, workload
@@ -115,6 +116,17 @@ def _costs(args: argparse.Namespace, shape) -> CostSource:
     return StoreCosts.open(args.profiles, shape, roofline)
 
 
+def _slowdown(path: str | None) -> Slowdown:
+    if path is None:
+        return no_slowdown
+    from reefd.interference.model import InterferenceModel
+    from reefd.sim.interference import ModelSlowdown
+
+    model = InterferenceModel.load(path)
+    print(f"co-run slowdown: {path} ({len(model.task_keys)} tasks known)")
+    return ModelSlowdown(model)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reefd.sim", description=__doc__)
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="A")
@@ -135,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="registers and shared memory from NVRTC instead of the table",
     )
+    p.add_argument(
+        "--interference-model",
+        metavar="PATH",
+        help="co-run slowdown from this trained model file (`reef-profile train`); "
+        "default: none (co-running never slows a block)",
+    )
     p.add_argument("--quiet", action="store_true", help="summary table only")
     args = p.parse_args(argv)
     policies = [x.strip() for x in args.policy.split(",") if x.strip()]
@@ -152,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"costs {type(costs).__name__}, seed {args.seed}; models lowered in "
         f"{time.monotonic() - started:.1f} s"
     )
+    slowdown = _slowdown(args.interference_model)
     results = []
     for policy in policies:
         t0 = time.monotonic()
@@ -163,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.duration_s * 1e6,
             args.be_inflight_cap,
             args.seed,
+            slowdown=slowdown,
         )
         results.append((result, time.monotonic() - t0))
         if not args.quiet:

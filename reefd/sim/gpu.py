@@ -13,9 +13,10 @@ Owns the timing model behind `reefd.backends.sim.SimDevice`:
   gets nothing while an RT CTA waits for room). `drop_queued` empties a host
   queue; running kernels are not touched by it.
 - Blocks: CTAs placed at the same instant form a group that finishes after the
-  call's `vb_us` times `slowdown(call, co-running calls)`. `slowdown` is
-  pluggable; the default `no_slowdown` (1.0) is a placeholder until the
-  interference model exists.
+  call's `vb_us`, times `slowdown(this call, the work co-running)` when other
+  work runs (other kernels, or the other half of a padded launch). The
+  default `no_slowdown` is 1.0; `reefd.sim.interference.ModelSlowdown` takes
+  it from the trained interference model.
 - Forms: a plain kernel runs one CTA per virtual block, all of them, whatever
   the preempt flag says. A preemptible kernel runs `min(slots, n_vb)`
   persistent CTAs that claim blocks from the task memory's per-call counter and
@@ -69,6 +70,7 @@ from reefd.sim.records import (
     BlockGroup,
     GpuStats,
     KernelRun,
+    Running,
     RunSpan,
     SimTaskMemory,
     Slowdown,
@@ -355,8 +357,10 @@ class SimGpu:
         base_ns = kernel.claim_ns if claim else kernel.plain_ns
         round_ns = base_ns
         if self._slowdown is not no_slowdown:
-            others = self._co_running(kernel)
-            round_ns = us_to_ns(cost.vb_us * self._slowdown(cost, others))
+            others = self._co_running(kernel, claim)
+            if others:
+                own = self._running(kernel, claim)
+                round_ns = us_to_ns(cost.vb_us * self._slowdown(own, others))
         now = self.now_ns
         end = now + rounds * round_ns
         group = BlockGroup(kernel, claim, ctas, blocks, now, round_ns, rounds, end)
@@ -370,15 +374,30 @@ class SimGpu:
         self._seq += 1
         heapq.heappush(self._heap, (end, self._seq, group))
 
-    def _co_running(self, kernel: KernelRun) -> list[CallCost]:
+    def _co_running(self, kernel: KernelRun, claim: bool) -> list[Running]:
+        """What runs beside one half of `kernel`: the other kernels with blocks
+        on the device, and the kernel's own other half if it is padded."""
         others = []
+        if kernel.plain_cost is not None and kernel.claim_cost is not None:
+            others.append(self._running(kernel, not claim))
         for k in self._active.values():
             if k is None or k is kernel or not k.groups:
                 continue
-            for cost in (k.plain_cost, k.claim_cost):
-                if cost is not None:
-                    others.append(cost)
+            if k.plain_cost is not None:
+                others.append(self._running(k, False))
+            if k.claim_cost is not None:
+                others.append(self._running(k, True))
         return others
+
+    @staticmethod
+    def _running(kernel: KernelRun, claim: bool) -> Running:
+        if claim:
+            memory, cost, rt = kernel.claim_memory, kernel.claim_cost, False
+        else:
+            memory = kernel.launch.memory
+            cost, rt = kernel.plain_cost, kernel.launch.stream is Stream.RT
+        assert memory is not None and cost is not None
+        return Running(memory.profile_key, rt, cost)
 
     def _finish(self, group: BlockGroup) -> None:
         group.live = False
@@ -556,9 +575,7 @@ class SimGpu:
                 cps = 1
             units = SM_UNITS // cps
             room = self.total_units // units
-            round_ns = us_to_ns(cost.vb_us)
-            if self._slowdown is not no_slowdown:
-                round_ns = us_to_ns(cost.vb_us * self._slowdown(cost, ()))
+            round_ns = us_to_ns(cost.vb_us)  # alone: solo speed
             ns.append(ns[-1] + math.ceil(cost.n_vb / room) * round_ns)
             unit_ns.append(unit_ns[-1] + cost.n_vb * units * round_ns)
         solo = SoloTimes(tuple(ns) if fits else None, tuple(unit_ns))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reefd.backends.device import DeviceLaunch
 from reefd.graph import KernelGraph
@@ -20,12 +21,26 @@ MAX_CTAS_PER_SM = 32
 """The largest resident-CTA count any supported arch allows (sm_90: 32)."""
 SM_UNITS = math.lcm(*range(1, MAX_CTAS_PER_SM + 1))
 """Capacity units per SM: every 1/k of an SM (k <= 32) is a whole number."""
-Slowdown = Callable[[CallCost, Sequence[CallCost]], float]
-"""Co-run slowdown of a call's blocks beside the calls running at dispatch."""
 
 
-def no_slowdown(cost: CallCost, co_running: Sequence[CallCost]) -> float:
-    """Placeholder interference model: co-running never slows a block down."""
+class Running(NamedTuple):
+    """One side of a co-run as the slowdown hook sees it."""
+
+    profile_key: str
+    """The task's graph key (reefd.profiler.identity), '' if unknown."""
+    rt: bool
+    """RT work (an RT kernel, or the RT half of a padded launch)."""
+    cost: CallCost
+
+
+Slowdown = Callable[[Running, Sequence[Running]], float]
+"""Co-run slowdown of a call's blocks beside the work running at dispatch
+(other kernels, and the other half of a padded launch); asked only when
+something else runs: alone, a call runs at its solo speed."""
+
+
+def no_slowdown(own: Running, co_running: Sequence[Running]) -> float:
+    """No interference: co-running never slows a block down."""
     return 1.0
 
 
@@ -41,6 +56,8 @@ class SimTaskMemory:
     forms' counter; saturates at the call's n_vb)."""
     blocks_run: dict[int, int] = field(default_factory=dict)
     """Call index -> virtual blocks executed so far (for exactly-once checks)."""
+    profile_key: str = ""
+    """The graph's key in profiles, for the slowdown hook."""
     complete_below: int = 0
     """Every call below this index ran all its blocks (a fast-forwarded run of
     calls moves it instead of writing a counter per call); `counter` and

@@ -263,3 +263,30 @@ def test_budget_counts_whole_be_blocks_per_idle_slot_within_one_rt_block():
 def test_task_repr_does_not_print_its_costs():
     task = _task(1, Priority.BE, 2, (cost(5),) * 2000)
     assert "CallCost" not in repr(task) and len(repr(task)) < 400
+
+
+def test_rt_calls_wait_in_a_window_while_be_drains_then_pad_with_it():
+    s = _sched(cap=2)
+    s.submit(_task(10, Priority.BE, 6, (cost(400),) * 6), 0)
+    first = s.plan(0)
+    assert [(x.call_index, x.n_calls) for x in first.launches] == [(0, 2)]
+    s.submit(_task(1, Priority.RT, 40, (cost(100),) * 40), 1)
+    p = s.plan(1)  # BE is still on the device: a window of RT calls, no pads
+    assert p.reset_be and p.preempt_be
+    assert [(x.call_index, x.n_calls, x.pad) for x in p.launches] == [
+        (0, ReefPolicy.rt_window_calls, None)
+    ]
+    s.on_complete(
+        [
+            Completion(10, 0, OK),
+            Completion(10, 1, PREEMPTED),
+        ],
+        2,
+    )
+    p = s.plan(2)  # BE is back: the rest of the RT task, its next call padded
+    window = ReefPolicy.rt_window_calls
+    assert [(x.call_index, x.n_calls) for x in p.launches] == [
+        (window, 1),
+        (window + 1, 40 - window - 1),
+    ]
+    assert p.launches[0].pad == PadSlice(10, 1, 400)
