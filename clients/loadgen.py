@@ -5,6 +5,14 @@ arrival that comes while the previous request is still out is skipped, as in
 DISB. Closed loop (no rate): the next request goes out when the last returns.
 Latency is measured here, end to end, as an application sees it. Prints one
 JSON object with the results. Used by `reef demo`, the e2e tests and the bench.
+
+With `--wait-go` whoever started the process paces it through stdin (a
+`StdinGate`): once the model is registered it prints `{"registered": true}`
+and waits for a line (any) before warming up; after warming up it prints
+`{"ready": true}` and reads the wall-clock time (time.time()) to start
+measuring. reefd.clients.harness uses this to warm clients up one at a time
+and start them together. `main(models=...)` takes another model table (the
+bench passes the zoo's).
 """
 
 from __future__ import annotations
@@ -13,13 +21,50 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from reefd.clients.remote import compile
 from reefd.demo_models import MODELS
+
+ModelFactory = Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]
+
+
+class Gate(Protocol):
+    """Paces a load generator from outside."""
+
+    def registered(self) -> None:
+        """The model is registered; returns when warming up may start."""
+
+    def ready(self) -> float:
+        """Warmed up; returns the wall-clock time to start measuring."""
+
+
+class StdinGate:
+    """The `--wait-go` handshake: JSON lines out on stdout, answers on stdin."""
+
+    def registered(self) -> None:
+        self._say("registered")
+        self._read()
+
+    def ready(self) -> float:
+        self._say("ready")
+        return float(self._read())
+
+    @staticmethod
+    def _say(state: str) -> None:
+        print(json.dumps({state: True}), flush=True)
+
+    @staticmethod
+    def _read() -> str:
+        line = sys.stdin.readline()
+        if not line.strip():
+            raise SystemExit("loadgen: stdin closed before the start")
+        return line
 
 
 @dataclass
@@ -56,9 +101,13 @@ def run_load(
     slo_ms: float | None = None,
     start_at: float | None = None,
     warmup: int = 3,
+    models: Mapping[str, ModelFactory] = MODELS,
+    gate: Gate | None = None,
 ) -> LoadResult:
+    """Register `model_name` (from `models`), warm up, then drive it for
+    `duration_s` from `start_at`, or from the time `gate.ready()` returns."""
     torch.set_num_threads(1)  # the client only sends bytes; leave cores to the daemon
-    model, inputs = MODELS[model_name]()
+    model, inputs = models[model_name]()
     with torch.no_grad():
         expected = model(*inputs)
     remote = compile(
@@ -66,8 +115,12 @@ def run_load(
     )
     res = LoadResult(model_name, priority, rate_per_s, duration_s, slo_ms=slo_ms)
     try:
+        if gate is not None:
+            gate.registered()
         for _ in range(warmup):
             remote(*inputs)
+        if gate is not None:
+            start_at = gate.ready()
         if start_at is not None:
             time.sleep(max(0.0, start_at - time.time()))
         _drive(remote, inputs, expected, res)
@@ -107,13 +160,15 @@ def _drive(remote, inputs, expected: torch.Tensor, res: LoadResult) -> None:
         res.max_abs_err = max(res.max_abs_err, float((out - expected).abs().max()))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, models: Mapping[str, ModelFactory] = MODELS
+) -> int:
     p = argparse.ArgumentParser(
         prog="python -m reefd.clients.loadgen",
         description="Drive one model at a reefd daemon and print JSON results.",
     )
     p.add_argument("--socket", help="daemon socket (default $REEFD_SOCKET)")
-    p.add_argument("--model", choices=sorted(MODELS), default="small_cnn")
+    p.add_argument("--model", choices=sorted(models), default="small_cnn")
     p.add_argument("--priority", choices=["rt", "be"], default="be")
     p.add_argument(
         "--rate",
@@ -130,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         help="wall-clock time (time.time()) to start measuring",
     )
     p.add_argument(
+        "--wait-go",
+        action="store_true",
+        help='print {"registered": true} and wait for a line on stdin before '
+        'warming up, then {"ready": true} and read the start time (time.time())',
+    )
+    p.add_argument(
         "--latencies", action="store_true", help="include every latency in the JSON"
     )
     args = p.parse_args(argv)
@@ -141,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         rate_per_s=args.rate,
         slo_ms=args.slo_ms,
         start_at=args.start_at,
+        models=models,
+        gate=StdinGate() if args.wait_go else None,
     )
     out = res.summary()
     if args.latencies:

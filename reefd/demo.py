@@ -9,16 +9,13 @@ alone, and SLO attainment.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from reefd.clients.daemon import DaemonProcess
+from reefd.clients.harness import CasePlan, ClientPlan, ClientResult, run_case
 
 
 @dataclass(frozen=True)
@@ -30,8 +27,6 @@ class DemoConfig:
     rt_rate_per_s: float = 20.0
     rt_slo_ms: float = 15.0
     backend: str = "auto"
-    settle_s: float = 8.0
-    """Time given to clients to register and warm up before measuring starts."""
 
 
 @dataclass(frozen=True)
@@ -50,68 +45,24 @@ CASES = (
 )
 
 
-def _loadgen(
-    cfg: DemoConfig, socket: str, priority: str, start_at: float
-) -> subprocess.Popen[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "reefd.clients.loadgen",
-        "--socket",
-        socket,
-        "--priority",
-        priority,
-        "--duration",
-        str(cfg.duration_s),
-        "--start-at",
-        str(start_at),
-    ]
-    if priority == "rt":
-        args += [
-            "--model",
-            cfg.rt_model,
-            "--rate",
-            str(cfg.rt_rate_per_s),
-            "--slo-ms",
-            str(cfg.rt_slo_ms),
-        ]
-    else:
-        args += ["--model", cfg.be_model]
-    return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def case_plan(cfg: DemoConfig, case: Case) -> CasePlan:
+    clients = []
+    if case.be:
+        clients.append(ClientPlan("be", cfg.be_model, "be"))
+    if case.rt:
+        clients.append(
+            ClientPlan(
+                "rt", cfg.rt_model, "rt", cfg.rt_rate_per_s, slo_ms=cfg.rt_slo_ms
+            )
+        )
+    return CasePlan(
+        case.label, case.policy, tuple(clients), cfg.duration_s, backend=cfg.backend
     )
 
 
-def run_case(cfg: DemoConfig, case: Case, workdir: Path) -> dict[str, dict]:
-    socket = str(workdir / f"{case.policy}.sock")
-    log_path = str(
-        workdir / f"reefd-{case.label.replace(' ', '_').replace(',', '')}.log"
-    )
-    daemon = DaemonProcess(
-        socket, backend=cfg.backend, policy=case.policy, log_path=log_path
-    )
-    daemon.start()
-    try:
-        start_at = time.time() + cfg.settle_s
-        procs = {}
-        if case.rt:
-            procs["rt"] = _loadgen(cfg, socket, "rt", start_at)
-        if case.be:
-            procs["be"] = _loadgen(cfg, socket, "be", start_at)
-        results = {}
-        for role, proc in procs.items():
-            out, err = proc.communicate(timeout=cfg.settle_s + cfg.duration_s + 120)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{role} client failed ({proc.returncode}):\n{err}")
-            results[role] = json.loads(out.strip().splitlines()[-1])
-    finally:
-        code = daemon.stop()
-    if code != 0:
-        raise RuntimeError(f"reefd exited {code} on SIGTERM; see {log_path}")
-    return results
-
-
-def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> list[tuple[Case, dict]]:
+def run_demo(
+    cfg: DemoConfig, out: TextIO = sys.stdout
+) -> list[tuple[Case, dict[str, ClientResult]]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="reef-demo-") as tmp:
         for i, case in enumerate(CASES, 1):
@@ -121,21 +72,24 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout) -> list[tuple[Case, dict
                 file=out,
                 flush=True,
             )
-            rows.append((case, run_case(cfg, case, Path(tmp))))
+            result = run_case(case_plan(cfg, case), Path(tmp) / f"c{i}")
+            rows.append((case, result.clients))
     print(file=out)
     print(render_table(cfg, rows), file=out)
     return rows
 
 
-def render_table(cfg: DemoConfig, rows: list[tuple[Case, dict]]) -> str:
+def render_table(
+    cfg: DemoConfig, rows: list[tuple[Case, dict[str, ClientResult]]]
+) -> str:
     alone = {
         role: res[role]
         for case, res in rows
         for role in res
         if not (case.rt and case.be)
     }
-    rt_alone = alone.get("rt", {})
-    be_alone = alone.get("be", {})
+    rt_alone = alone.get("rt")
+    be_alone = alone.get("be")
     head = (
         f"RT: {cfg.rt_model} at {cfg.rt_rate_per_s:g} req/s, SLO {cfg.rt_slo_ms:g} ms; "
         f"BE: {cfg.be_model}, closed loop; {cfg.duration_s:g} s per case\n"
@@ -149,26 +103,28 @@ def render_table(cfg: DemoConfig, rows: list[tuple[Case, dict]]) -> str:
         rt, be = res.get("rt"), res.get("be")
         cells = [case.label]
         if rt:
-            met = rt["slo_met"] / rt["done"] if rt["done"] else 0.0
+            met = rt.slo_met / rt.done if rt.done else 0.0
             cells += [
-                _f(rt["p50_ms"]),
-                _f(rt["p99_ms"]),
-                _ratio(rt["p99_ms"], rt_alone.get("p99_ms")),
+                _f(rt.p50_ms),
+                _f(rt.p99_ms),
+                _ratio(rt.p99_ms, rt_alone.p99_ms if rt_alone else None),
                 f"{met:.0%}",
             ]
         else:
             cells += ["-", "-", "-", "-"]
         if be:
             cells += [
-                _f(be["throughput_per_s"]),
-                _ratio(be["throughput_per_s"], be_alone.get("throughput_per_s")),
+                _f(be.throughput_per_s),
+                _ratio(
+                    be.throughput_per_s, be_alone.throughput_per_s if be_alone else None
+                ),
             ]
         else:
             cells += ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    errors = sum(r.get("errors", 0) for _, res in rows for r in res.values())
+    errors = sum(r.errors for _, res in rows for r in res.values())
     worst = max(
-        (r.get("max_abs_err", 0.0) for _, res in rows for r in res.values()),
+        (r.max_abs_err for _, res in rows for r in res.values()),
         default=0.0,
     )
     tail = f"\nrequests failed: {errors}; largest |output - torch eager|: {worst:.2e}"
