@@ -3,8 +3,8 @@
 It owns the mapping from tasks to their model and memory on the device, the
 calls in flight per task and stream (runs of calls go to the device whole where
 it takes runs, call by call where it does not), and the measurement of
-preemption latency (the time from a BE reset until no BE kernel is running any
-more).
+preemption latency: from a plan that makes BE give way (a reset, or `wait`'s
+"issue no more") until no BE call is left on the device.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Executor:
         self._inflight: dict[int, CallRuns] = {}  # task id -> calls on the device
         self._calls: dict[Stream, int] = {s: 0 for s in Stream}
         self._reset_at_us: int | None = None
+        self._flag_up = False
         self.preemption_latencies_us: list[int] = []
         self.launches = 0
         """Launches handed to the device (a run counts once where the device
@@ -57,6 +58,8 @@ class Executor:
         dropped: list[Completion] = []
         if plan.reset_be:
             dropped = self._reset_be(plan.preempt_be)
+        if plan.yield_be or plan.reset_be:
+            self._time_yield()
         for launch in plan.launches:
             self._note(launch.task_id, launch.call_index, launch.n_calls, launch.stream)
             pad = None
@@ -115,21 +118,31 @@ class Executor:
             self._calls[stream] -= n
         return stream
 
+    def _time_yield(self) -> None:
+        """BE is to give way: the preemption latency runs from now until no BE
+        call is left on the device (0 if none is now)."""
+        if self._reset_at_us is not None:
+            return  # already timing this one
+        if self._calls[Stream.BE]:
+            self._reset_at_us = self._clock_us()
+            return
+        self._lower_flag()
+        self.preemption_latencies_us.append(0)
+
+    def _lower_flag(self) -> None:
+        if self._flag_up:
+            self._device.set_preempt(False)
+            self._flag_up = False
+
     def _reset_be(self, preempt: bool) -> list[Completion]:
-        """Drop queued BE launches (and raise the preempt flag if `preempt`);
-        the preemption latency runs from here until no BE launch is running."""
+        """Drop queued BE launches and raise the preempt flag if `preempt`."""
         now = self._clock_us()
         if preempt:
             self._device.set_preempt(True)
+            self._flag_up = True
         removed = self._device.drop_queued(Stream.BE)
         for launch in removed:
             self._returned(launch.task_id, launch.call_index, launch.n_calls)
-        if self._calls[Stream.BE]:
-            self._reset_at_us = now
-        else:
-            if preempt:
-                self._device.set_preempt(False)
-            self.preemption_latencies_us.append(0)
         return [
             Completion(
                 d.task_id,
@@ -152,7 +165,7 @@ class Executor:
             last_end = max(be_ends)
             self.preemption_latencies_us.append(max(0, last_end - self._reset_at_us))
             self._reset_at_us = None
-            self._device.set_preempt(False)
+            self._lower_flag()
         return done
 
     def inflight(self, stream: Stream) -> int:

@@ -63,14 +63,19 @@ class Plan:
     kernels stop at their next virtual block (they come back as PREEMPTED and
     resume from their saved counter when relaunched). A reset without
     `preempt_be` is REEF-N's host-queue reset: running kernels finish.
+    `yield_be`: RT work starts while BE calls are on the device, and BE is to
+    give way (by a reset, or as `wait` does, by issuing no more): the executor
+    times how long until no BE call is left on the device (the preemption
+    latency), whether or not anything was dropped or stopped.
     """
 
     launches: list[Launch] = field(default_factory=list)
     reset_be: bool = False
     preempt_be: bool = False
+    yield_be: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.launches) or self.reset_be
+        return bool(self.launches) or self.reset_be or self.yield_be
 
 
 class CompletionStatus(StrEnum):

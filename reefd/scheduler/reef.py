@@ -51,7 +51,7 @@ class ReefPolicy(Policy):
         device: DeviceShape | None = None,
         interference: Interference | None = None,
     ) -> None:
-        self._reset_this_busy_period = False
+        self._yielded_this_busy_period = False
         self._fits: FitIndex | None = None
         self._solo: SoloIndex | None = None
         self._interference = interference
@@ -67,17 +67,14 @@ class ReefPolicy(Policy):
     def plan(self, state: SchedulerState, now_us: int) -> Plan:
         if state.rt_active():
             return self._plan_rt(state, now_us)
-        self._reset_this_busy_period = False
+        self._yielded_this_busy_period = False
         return Plan(launches=self._plan_be(state))
 
     def _plan_rt(self, state: SchedulerState, now_us: int) -> Plan:
-        reset = False
-        if (
-            self.drops_be
-            and not self._reset_this_busy_period
-            and state.inflight(Stream.BE) > 0
-        ):
-            reset = self._reset_this_busy_period = True
+        yield_be = False
+        if not self._yielded_this_busy_period and state.inflight(Stream.BE) > 0:
+            yield_be = self._yielded_this_busy_period = True
+        reset = yield_be and self.drops_be
         task = state.next_rt()
         launches: list[Launch] = []
         # EDF holds at task boundaries: start a task only once no other RT task
@@ -90,7 +87,10 @@ class ReefPolicy(Policy):
             launches = next_launches(task, n, Stream.RT, Form.PLAIN)
             launches = self._pad(state, task, launches, now_us)
         return Plan(
-            launches=launches, reset_be=reset, preempt_be=reset and self.preempts_be
+            launches=launches,
+            reset_be=reset,
+            preempt_be=reset and self.preempts_be,
+            yield_be=yield_be,
         )
 
     def _pad(

@@ -166,3 +166,22 @@ def test_a_run_goes_whole_to_a_device_that_takes_runs_and_returns_in_pieces():
     dev.done.append(Completion(1, 3, CompletionStatus.DROPPED, 0, 130, n_calls=2))
     ex.poll()
     assert ex.inflight(Stream.BE) == 0 and ex.preemption_latencies_us == [30]
+
+
+def test_a_yield_without_reset_times_the_be_calls_running_out():
+    """`wait` drops and stops nothing: the latency runs until its BE calls end,
+    and the preempt flag is never touched."""
+    clock = [500]
+    ex, dev = _executor(clock)
+    ex.run(Plan([Launch(1, i, Stream.BE) for i in range(2)]))
+    first = dev.start_next(Stream.BE)
+    assert ex.run(Plan([Launch(2, 0, Stream.RT)], yield_be=True)) == []
+    dev.finish(first, end_us=600)
+    ex.poll()
+    assert ex.preemption_latencies_us == []  # one BE call still queued
+    dev.finish(dev.start_next(Stream.BE), end_us=900)
+    ex.poll()
+    assert ex.preemption_latencies_us == [400]
+    assert dev.preempt_history == []
+    ex.run(Plan([Launch(2, 1, Stream.RT)], yield_be=True))  # nothing of BE left
+    assert ex.preemption_latencies_us == [400, 0]
