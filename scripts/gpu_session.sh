@@ -5,6 +5,8 @@
 #   scripts/gpu_session.sh sanitizer  # the same, a subset, under compute-sanitizer
 #   scripts/gpu_session.sh backend    # the cuda backend's gpu tests
 #   scripts/gpu_session.sh bench      # python -m bench.kernels
+#   scripts/gpu_session.sh preempt    # python -m bench.preempt on cuda
+#   scripts/gpu_session.sh colocate   # python -m bench.colocate on cuda
 #
 # Each step fits one 10-minute device call. It installs pyzmq from the carried
 # .whl/ folder (the device image lacks it; fetch it here first, see
@@ -12,7 +14,7 @@
 # under $OUT (logs, junit XML, bench output) and a run record `<step>.json` with
 # the device, driver, CUDA, torch and reefd versions, the date and the command.
 set -uo pipefail
-step="${1:?usage: scripts/gpu_session.sh kernels|sanitizer|backend|bench}"
+step="${1:?usage: scripts/gpu_session.sh kernels|sanitizer|backend|bench|preempt|colocate}"
 out="${OUT:?OUT is set on the device machine}"
 export PYTHONUNBUFFERED=1
 
@@ -42,6 +44,12 @@ case "$step" in
              tests/gpu/test_cuda_backend.py) ;;
     bench)
         cmd=(python3 -m bench.kernels --out "$out" --max-per-kernel 200) ;;
+    preempt)
+        cmd=(python3 -m bench.preempt --backend cuda --duration-s 5
+             --out "$out/preempt") ;;
+    colocate)
+        cmd=(python3 -m bench.colocate --backend cuda --duration-s 10
+             --out "$out/colocate") ;;
     *)
         echo "unknown step '$step'" >&2; exit 2 ;;
 esac
