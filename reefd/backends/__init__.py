@@ -68,6 +68,14 @@ def pick_backend(
     return "cpu", f"{why}; using the cpu backend"
 
 
+def _profiles(config: DaemonConfig) -> str | None:
+    """The state directory's profile store, if `reef-profile` wrote one."""
+    from reefd.profiler.store import DB_NAME
+
+    path = config.resolved_state_dir() / DB_NAME
+    return str(path) if path.is_file() else None
+
+
 def make_device(name: str, config: DaemonConfig | None = None) -> Device:
     """An unstarted device of backend `name`, set up from `config`."""
     from reefd.config import DaemonConfig
@@ -86,6 +94,7 @@ def make_device(name: str, config: DaemonConfig | None = None) -> Device:
             device_memory_limit_bytes=config.device_memory_limit_bytes,
             rt_gpu_queue_launches=config.rt_gpu_queue_launches,
             be_gpu_queue_launches=config.be_gpu_queue_launches,
+            profiles_path=_profiles(config),
         )
     if name == "sim":
         from reefd.sim.paced import PacedSimDevice

@@ -46,7 +46,7 @@ from reefd.backends.device import Device, DeviceLaunch
 from reefd.batching import BatchRule
 from reefd.errors import BackendError
 from reefd.graph import KernelGraph
-from reefd.scheduler.padding import DeviceShape
+from reefd.scheduler.padding import CallCost, DeviceShape
 from reefd.scheduler.plan import Completion, Stream
 from reefd.sim.shapes import device_shape
 
@@ -74,9 +74,14 @@ class CudaDevice(Device):
         driver: Any = None,
         clock_us: Callable[[], int] = now_us,
         arch: str | None = None,
+        profiles_path: str | None = None,
     ) -> None:
         """No I/O: `start` opens the GPU. `driver` stands in for
-        cuda.bindings.driver (tests); `arch` lets `prepare` run before `start`."""
+        cuda.bindings.driver (tests); `arch` lets `prepare` run before `start`.
+        `profiles_path` is the profile store that per-call costs for padding
+        come from (`reef-profile run --backend cuda` on this GPU); without one,
+        or for a model never profiled, `call_costs` is None and reef does not
+        pad that task."""
         if preempt_flag not in PLACEMENTS:
             raise BackendError(
                 f"preempt_flag={preempt_flag!r}: choose one of {list(PLACEMENTS)}"
@@ -95,6 +100,8 @@ class CudaDevice(Device):
         self._drv: Any = None
         self._info = ""
         self._sms: int | None = None
+        self._profiles_path = profiles_path
+        self._costs: Any = None  # StoreCosts, opened on the engine thread
 
     # opening the GPU ------------------------------------------------------------
     def start(self, waker: Callable[[], None]) -> None:
@@ -194,6 +201,20 @@ class CudaDevice(Device):
         if self._sms is None or self._arch is None:
             return None
         return device_shape(self._sms, self._arch)
+
+    def call_costs(self, memory: CudaTaskMemory) -> tuple[CallCost, ...] | None:
+        """Profiled costs of the task's graph (engine thread; the store is
+        opened there on first use and read once per graph)."""
+        shape = self.shape()
+        if shape is None or self._profiles_path is None:
+            return None
+        if self._costs is None:
+            from reefd.sim.costs import RooflineCosts, StoreCosts
+
+            self._costs = StoreCosts.open(
+                self._profiles_path, shape, RooflineCosts(shape), backend="cuda"
+            )
+        return self._costs.profiled(memory.plan.graph)
 
     def describe(self) -> str:
         return self._info or f"cuda (GPU {self._gpu_index}, not started)"

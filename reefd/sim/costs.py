@@ -125,7 +125,7 @@ class RooflineCosts:
         self._shape = shape
         self._k = constants
         self._resources = resources
-        self._cache: dict[int, tuple[KernelGraph, tuple[CallCost, ...]]] = {}
+        self._cache: dict[int, tuple[KernelGraph, Any, tuple[CallCost, ...]]] = {}
 
     def costs(self, graph: KernelGraph) -> tuple[CallCost, ...]:
         hit = self._cache.get(id(graph))
@@ -208,15 +208,25 @@ class StoreCosts:
         return cls(Store.open(path, create=False), shape, fallback, backend)
 
     def costs(self, graph: KernelGraph) -> tuple[CallCost, ...]:
+        measured, base = self._lookup(graph)
+        return measured or base
+
+    def profiled(self, graph: KernelGraph) -> tuple[CallCost, ...] | None:
+        """The costs if this graph was profiled, else None (no fallback:
+        what a real device pads with must come from measurements)."""
+        return self._lookup(graph)[0]
+
+    def _lookup(
+        self, graph: KernelGraph
+    ) -> tuple[tuple[CallCost, ...] | None, tuple[CallCost, ...]]:
         hit = self._cache.get(id(graph))
         if hit is not None and hit[0] is graph:
-            return hit[1]
+            return hit[1], hit[2]
         base = self._fallback.costs(graph)
         measured = self._measured(graph, base)
         self.sources[graph.name] = "profile" if measured else "fallback"
-        out = measured or base
-        self._cache[id(graph)] = (graph, out)
-        return out
+        self._cache[id(graph)] = (graph, measured, base)
+        return measured, base
 
     def _measured(
         self, graph: KernelGraph, base: tuple[CallCost, ...]

@@ -140,6 +140,8 @@ def test_store_costs_come_from_measured_medians(tmp_path: Path) -> None:
     assert solo_duration_us(got, SHAPE) == pytest.approx(90.0)
     assert costs.costs(unseen) == roofline.costs(unseen)
     assert costs.sources == {"measured": "profile", "unseen": "fallback"}
+    # what a real device pads with: measurements only
+    assert costs.profiled(measured) == got and costs.profiled(unseen) is None
 
 
 def test_store_costs_fill_missing_resources_and_filter_backend(tmp_path: Path) -> None:

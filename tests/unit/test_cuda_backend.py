@@ -982,3 +982,31 @@ def test_an_engine_serves_rt_and_be_requests_on_the_cuda_backend():
         engine.begin_shutdown(0)
         engine.wait_stopped(10)
         device.close()
+
+
+def test_call_costs_come_from_this_gpus_profiles_only(tmp_path):
+    """Padding on cuda needs measured block times: a model profiled with
+    `reef-profile run --backend cuda` gets costs; anything else gets None."""
+    from tests.sim.test_costs import ENV, _profile, _store
+
+    graph = lower(*mlp()).graph
+    medians = [12.0 * (i + 1) for i in range(len(graph.calls))]
+    _store(tmp_path, ENV, _profile(graph, medians, registers=32)).close()
+    unprofiled = CudaDevice(driver=FakeDriver())
+    assert unprofiled.shape() is None  # not started: SMs unknown
+    for path, want in ((str(tmp_path / "profiles.sqlite"), True), (None, False)):
+        device = started(profiles_path=path)
+        try:
+            assert device.shape() is not None
+            _, _, g, handle, frames = load_mlp(device)
+            costs = device.call_costs(device.alloc(handle, frames))
+            if not want:
+                assert costs is None
+                continue
+            assert costs is not None and len(costs) == len(g.calls)
+            shape = device.shape()
+            for cost, median in zip(costs, medians, strict=True):
+                slots = shape.sms * shape.ctas_per_sm(cost.registers, cost.smem_bytes)
+                assert cost.vb_us * -(-cost.n_vb // slots) == pytest.approx(median)
+        finally:
+            device.close()
