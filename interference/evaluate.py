@@ -229,7 +229,7 @@ class Report:
         ]
         if self.data.device.backend == "cpu":
             lines.append(
-                "backend=cpu: CPU thread co-runs, a stand-in for GPU co-location, "
+                "backend=cpu: CPU process co-runs, a stand-in for GPU co-location, "
                 "not GPU figures"
             )
         return lines

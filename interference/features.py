@@ -123,7 +123,7 @@ class DeviceFacts:
     """The device a dataset was measured on."""
 
     backend: str
-    """'cpu' (thread co-runs: a stand-in) or 'cuda'."""
+    """'cpu' (process co-runs: a stand-in) or 'cuda'."""
     device_name: str
     sm_count: int | None = None
     """SMs of the GPU (None on the cpu backend): needed for `sm_share`."""

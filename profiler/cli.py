@@ -190,7 +190,8 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
             alone) with a 90 % bootstrap interval as its noise.
 
             On a GPU each task replays as a CUDA graph on its own stream. On the
-            cpu backend the two tasks run in two threads: a CPU stand-in for GPU
+            cpu backend each task runs in a worker process of its own (--threads
+            torch threads each), alone and together: a CPU stand-in for GPU
             co-location, stored and shown with backend=cpu.
             """
         ),

@@ -163,10 +163,7 @@ def _one_pair(
 
     label = f"{rt.identity.name} b{batches[0]} + {be.identity.name} b{batches[1]}"
     bar = Progress(3 * settings.repeat, label, enabled=settings.progress)
-    runners = (
-        backend.runner(rt.lowered, rt.inputs),
-        backend.runner(be.lowered, be.inputs),
-    )
+    runners = backend.pair_runners(((rt.lowered, rt.inputs), (be.lowered, be.inputs)))
     try:
         pair = profile_pair(
             backend,
@@ -266,7 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _cpu_note(backend: str) -> None:
     if backend == "cpu":
         print(
-            "backend=cpu: CPU thread co-runs are a stand-in for GPU co-location, "
+            "backend=cpu: CPU co-runs are a stand-in for GPU co-location, "
             "not GPU figures"
         )
 

@@ -40,7 +40,7 @@ from reefd.kernels.spec import TORCH_DTYPE
 from reefd.profiler.environment import environment
 from reefd.profiler.nvml import Nvml
 from reefd.profiler.records import Environment, GpuReadings
-from reefd.profiler.runner import Measured, Span
+from reefd.profiler.runner import Measured, Span, TaskRunner, corun_in_threads
 
 if TYPE_CHECKING:
     from reefd.clients.lower import Lowered
@@ -162,10 +162,25 @@ class CudaBackend:
     def runner(self, lowered: Lowered, inputs: Sequence[torch.Tensor]) -> CudaRunner:
         return CudaRunner.load(self, lowered, inputs)
 
+    def pair_runners(
+        self, tasks: Sequence[tuple[Lowered, Sequence[torch.Tensor]]]
+    ) -> tuple[TaskRunner, TaskRunner]:
+        rt, be = (self.runner(lowered, inputs) for lowered, inputs in tasks)
+        return rt, be
+
     def start_corun(self) -> None:
         torch.cuda.synchronize()
         self.origin.record()
         torch.cuda.synchronize()
+
+    def corun(
+        self,
+        runners: tuple[TaskRunner, TaskRunner],
+        on_run: Callable[[int, Span], bool],
+    ) -> tuple[list[Span], list[Span]]:
+        """Each runner from a host thread of its own (the GIL is released while
+        a thread waits on its stream's events)."""
+        return corun_in_threads(runners, on_run)
 
     def close(self) -> None:
         torch.cuda.synchronize()
@@ -367,7 +382,7 @@ class CudaRunner:
             readings = window.readings
         return Measured(tuple(task_us), tuple(tuple(c) for c in call_us), readings)
 
-    def corun(self, keep_going: Callable[[int], bool]) -> list[Span]:
+    def corun(self, keep_going: Callable[[Sequence[Span]], bool]) -> list[Span]:
         graph = self._capture()
         origin = self.backend.origin
         spans: list[Span] = []
@@ -384,7 +399,7 @@ class CudaRunner:
 
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
-            while keep_going(len(spans)):
+            while keep_going(spans):
                 start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
                 start.record()
                 graph.replay()

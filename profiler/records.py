@@ -155,7 +155,7 @@ class PairProfile:
     be: ModelIdentity
     be_batch: int
     method: str
-    """How the two ran at once (threads on the CPU, streams on a GPU)."""
+    """How the two ran at once (worker processes on the CPU, streams on a GPU)."""
     rt_alone: Stats
     rt_together: Stats
     be_alone: Stats

@@ -1,17 +1,20 @@
 """The measuring backends: one interface, picked by name with a lazy import.
 
 Owns the `Backend` and `TaskRunner` interfaces the solo and pair measurements
-are written against, the `Measured` record a runner returns, and
-`open_backend`, which resolves `auto` the way the daemon does (cuda where a
-driver and a GPU are found, else cpu) and fails with a BackendError saying what
-is missing when `cuda` is asked for on a machine without one. The cpu backend
-never imports CUDA; the cuda backend is imported only when picked.
+are written against, the `Measured` record a runner returns, the co-run of two
+in-process runners from two host threads (`corun_in_threads`, for backends whose
+runners release the GIL while they wait, as CUDA's do), and `open_backend`,
+which resolves `auto` the way the daemon does (cuda where a driver and a GPU are
+found, else cpu) and fails with a BackendError saying what is missing when
+`cuda` is asked for on a machine without one. The cpu backend never imports
+CUDA; the cuda backend is imported only when picked.
 
 Imports the standard library and reefd only.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -55,9 +58,10 @@ class TaskRunner(Protocol):
     def measure(self, repeat: int, on_run: Callable[[], None]) -> Measured:
         """Time `repeat` runs of the task and of each call; `on_run` after each."""
 
-    def corun(self, keep_going: Callable[[int], bool]) -> list[Span]:
-        """Run the task back to back while `keep_going(runs finished so far)`;
-        the spans of every run. Called from a thread of its own in pairs."""
+    def corun(self, keep_going: Callable[[Sequence[Span]], bool]) -> list[Span]:
+        """Run the task back to back while `keep_going(spans of the runs
+        finished so far)`; the spans of every run (a runner may finish runs
+        already under way after `keep_going` said stop: they are included)."""
 
     def close(self) -> None:
         """Free what the runner holds."""
@@ -78,10 +82,66 @@ class Backend(Protocol):
         self, lowered: Lowered, inputs: Sequence[torch.Tensor]
     ) -> TaskRunner: ...
 
+    def pair_runners(
+        self, tasks: Sequence[tuple[Lowered, Sequence[torch.Tensor]]]
+    ) -> tuple[TaskRunner, TaskRunner]:
+        """Runners for the two sides of a pair (`tasks`: RT, BE), set up the
+        way `corun` runs them, so their runs alone and together compare."""
+
     def start_corun(self) -> None:
         """Set the shared clock for the runners' spans (before a co-run)."""
 
+    def corun(
+        self,
+        runners: tuple[TaskRunner, TaskRunner],
+        on_run: Callable[[int, Span], bool],
+    ) -> tuple[list[Span], list[Span]]:
+        """Both `pair_runners` at once, each back to back from a common start,
+        until `on_run(side, span)` (called once per finished run, in order for
+        each side, from any thread) returns False; both stop soon after. The
+        spans of every run of each side, on one clock."""
+
     def close(self) -> None: ...
+
+
+def corun_in_threads(
+    runners: tuple[TaskRunner, TaskRunner], on_run: Callable[[int, Span], bool]
+) -> tuple[list[Span], list[Span]]:
+    """`Backend.corun` for in-process runners: each side from a host thread of
+    its own. Fair only where the runners release the GIL while they wait (a
+    CUDA stream: yes; torch on the CPU: not enough, see cpu_corun.py)."""
+    stop = threading.Event()
+    spans: list[list[Span]] = [[], []]
+    errors: list[BaseException] = []
+
+    def worker(side: int, runner: TaskRunner) -> None:
+        seen = 0
+
+        def keep_going(done: Sequence[Span]) -> bool:
+            nonlocal seen
+            for span in done[seen:]:
+                if not on_run(side, span):
+                    stop.set()
+            seen = len(done)
+            return not stop.is_set()
+
+        try:
+            spans[side] = runner.corun(keep_going)
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=worker, args=(i, r), name=f"reef-profile-{n}")
+        for i, (r, n) in enumerate(zip(runners, ("rt", "be"), strict=True))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return spans[0], spans[1]
 
 
 def open_backend(
@@ -106,4 +166,4 @@ def open_backend(
         return CudaBackend.open(threads=threads, form=form, note=note)
     from reefd.profiler.cpu_runner import CpuBackend
 
-    return CpuBackend.open(threads=threads)
+    return CpuBackend.open(threads=threads, note=note)

@@ -1,7 +1,8 @@
 """The interference model end to end on a real (small) dataset: four tiny
-models profiled solo and in every RT/BE pair on the cpu backend (thread
-co-runs: a stand-in for GPU co-location), two pairs measured twice, then
-`reef-profile train`, `reef-profile evaluate` and the lookup table."""
+models profiled solo and in every RT/BE pair on the cpu backend (`reef-profile
+pairs`: one worker process per side, a stand-in for GPU co-location), two pairs
+measured twice, then `reef-profile train`, `reef-profile evaluate` and the
+lookup table."""
 
 from __future__ import annotations
 
@@ -74,12 +75,8 @@ PREDICTORS = (
 
 
 def _measure_pairs(db: Path, models: Path, pairs: list[tuple[str, str]]) -> None:
-    """Co-run each (RT, BE) pair once with `reef-profile pairs`' own code
-    (pairs.profile_pair) into one run of `db`. A CPU thread co-run now and then
-    starves one thread for the partner's whole co-run, and the measurement is
-    refused ("kept no overlapped runs"); such a pair is measured again, where
-    the `pairs` command would stop."""
-    from reefd.errors import ReefError
+    """Co-run each (RT, BE) pair once into one run of `db`, as `reef-profile
+    pairs` does (one backend, so its two worker processes start once)."""
     from reefd.profiler.measure import Lowerings
     from reefd.profiler.pairs import profile_pair
     from reefd.profiler.runner import open_backend
@@ -95,28 +92,22 @@ def _measure_pairs(db: Path, models: Path, pairs: list[tuple[str, str]]) -> None
             for rt_name, be_name in pairs:
                 rt = lowerings.get(targets[rt_name], 1)
                 be = lowerings.get(targets[be_name], 1)
-                for attempt in range(4):
-                    runners = (
-                        backend.runner(rt.lowered, rt.inputs),
-                        backend.runner(be.lowered, be.inputs),
+                runners = backend.pair_runners(
+                    ((rt.lowered, rt.inputs), (be.lowered, be.inputs))
+                )
+                try:
+                    pair = profile_pair(
+                        backend,
+                        runners,
+                        (rt.identity, be.identity),
+                        (1, 1),
+                        1,
+                        5,
+                        lambda: None,
                     )
-                    try:
-                        pair = profile_pair(
-                            backend,
-                            runners,
-                            (rt.identity, be.identity),
-                            (1, 1),
-                            1,
-                            5,
-                            lambda: None,
-                        )
-                        break
-                    except ReefError:
-                        if attempt == 3:
-                            raise
-                    finally:
-                        for r in runners:
-                            r.close()
+                finally:
+                    for r in runners:
+                        r.close()
                 store.add_pair(run_id, pair)
             store.finish_run(run_id)
     finally:

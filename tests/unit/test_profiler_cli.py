@@ -132,12 +132,12 @@ def test_pairs_on_cpu_are_labelled_a_stand_in(
     argv += ["--override", "vgg19:width=0.125", "--override", "vgg19:hidden=16"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "stand-in" in out and "cpu threads" in out
+    assert "stand-in" in out and "cpu processes" in out
     with Store.open(db) as store:
         pair = store.pair_slowdown(
             "resnet50[image=32,layers=1x1x1x1]", "vgg19[hidden=16,image=32,width=0.125]"
         )
-        assert pair is not None and pair.method.startswith("cpu threads")
+        assert pair is not None and pair.method.startswith("cpu processes")
         assert pair.rt_alone.n == 3 and pair.rt_together.n >= 3
         assert pair.be_together.n >= 3
         assert pair.rt_slowdown.low <= pair.rt_slowdown.value <= pair.rt_slowdown.high
