@@ -1,7 +1,9 @@
 """reefd.clients: the client side — connect to a daemon, lower torch models, infer.
 
 `Client` talks to one daemon; `compile` lowers a torch module and returns a
-callable that runs it on the daemon. zmq lives only in `client.py`.
+callable that runs it on the daemon; `place` picks, among several daemons,
+the one where a new model is predicted to interfere least. zmq lives only in
+`client.py`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reefd.clients.client import Client
+    from reefd.clients.placement import place
     from reefd.clients.remote import RemoteModel, compile
 
-__all__ = ["Client", "RemoteModel", "compile"]
+__all__ = ["Client", "RemoteModel", "compile", "place"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from reefd.clients import remote
 
         return getattr(remote, name)
+    if name == "place":
+        from reefd.clients.placement import place
+
+        return place
     raise AttributeError(name)
