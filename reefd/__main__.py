@@ -31,7 +31,6 @@ from reefd.executor import Executor
 from reefd.interference.daemon import load_hook
 from reefd.scheduler import make_policy
 from reefd.scheduler.policy import Policy
-from reefd.scheduler.reef import ReefPolicy
 from reefd.scheduler.scheduler import Scheduler
 from reefd.sdnotify import Notifier
 from reefd.server import Server
@@ -52,8 +51,9 @@ class Daemon:
     def start(self) -> threading.Thread:
         self.device.start(self.engine.wake)
         shape = self.device.shape()
-        if shape is not None and isinstance(self.policy, ReefPolicy):
-            self.policy.use_device(shape)  # padding needs the opened device
+        use_device = getattr(self.policy, "use_device", None)
+        if shape is not None and use_device is not None:
+            use_device(shape)  # reef's padding, orion's SM need: the open device
         self.server.start()
         thread = threading.Thread(
             target=self.engine.run, name="reefd-engine", daemon=True

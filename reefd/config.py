@@ -17,7 +17,7 @@ from reefd.errors import ConfigError
 
 BACKENDS = ("auto", "cpu", "cuda", "sim")
 PREEMPT_FLAGS = ("mapped", "device")
-POLICIES = ("reef", "fifo", "exclusive", "streams", "wait", "reset_hq")
+POLICIES = ("reef", "fifo", "exclusive", "streams", "wait", "reset_hq", "orion")
 
 
 def default_socket_path(gpu_index: int = 0) -> str:
@@ -39,7 +39,7 @@ class DaemonConfig:
     cuda, sim."""
     policy: str = "reef"
     """Scheduling policy: reef, or a baseline: fifo, exclusive, streams, wait,
-    reset_hq (see README "Policies")."""
+    reset_hq, orion (see README "Policies")."""
     gpu_index: int = 0
     """GPU to serve (PCI bus order)."""
     be_inflight_cap: int = 2

@@ -40,6 +40,10 @@ class CallCost:
     """Shared memory per CTA (static + dynamic)."""
     vb_us: float
     """Predicted solo duration of one virtual block, microseconds."""
+    compute_bound: bool | None = None
+    """Whether the call is compute-bound (True) or memory-bound (False) on the
+    device, from its profile or its arithmetic intensity against the device's
+    ridge point; None when unknown. Only the `orion` policy reads it."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ ways:
   ctas_per_sm` slots): time = max(FLOPs / share of the FP32 peak, bytes /
   share of HBM bandwidth); the launch overhead of a kernel is spread over its
   waves. Every constant in `H100_ROOFLINE` is a placeholder until the profile
-  store holds H100 measurements (docs/gpu-owed.md, item 7).
+  store holds H100 measurements (docs/gpu-owed.md, item 7). A call is
+  compute-bound (`CallCost.compute_bound`, read by the `orion` policy) when
+  the FLOP term sets its time, i.e. its arithmetic intensity is above the
+  roofline's attained ridge point (`RooflineConstants.ridge_flops_per_byte`).
 - `StoreCosts`: durations measured by `reef-profile`, read through the profile
   store's read API (`profiler.store.Store.find_graph` / `task_profile`); a
   graph never profiled falls back to another source (the roofline).
@@ -57,6 +60,16 @@ class RooflineConstants:
     """Fraction of HBM bandwidth a library kernel reaches (placeholder)."""
     launch_overhead_us: float
     """Per-kernel cost beyond its blocks (launch and ramp), microseconds."""
+
+    def ridge_flops_per_byte(self, tensor: bool = False) -> float:
+        """The arithmetic intensity (FLOP per byte moved) above which this
+        roofline times a call by its FLOPs rather than its bytes: attained
+        peak FLOP/s over attained HBM bandwidth. `H100_ROOFLINE`, FP32:
+        66.9e12 x 0.5 / (3.35e12 x 0.8) = 12.5 FLOP/B (20.0 at the raw
+        peaks); FP16/BF16 tensor cores: 185 (295 raw)."""
+        peak = self.tensor_flops_per_s if tensor else self.fp32_flops_per_s
+        attained_bw = self.hbm_bytes_per_s * self.memory_efficiency
+        return peak * self.compute_efficiency / attained_bw
 
 
 H100_ROOFLINE = RooflineConstants(
@@ -145,19 +158,22 @@ class RooflineCosts:
         flops = float(spec.flops(params))
         moved = float(touched_bytes(spec, params, bound))
         slots = self._shape.sms * max(1, self._shape.ctas_per_sm(registers, smem))
-        peak = (
-            self._k.tensor_flops_per_s
-            if spec.name.endswith(("_f16", "_bf16"))
-            else self._k.fp32_flops_per_s
-        )
+        tensor = spec.name.endswith(("_f16", "_bf16"))
+        peak = self._k.tensor_flops_per_s if tensor else self._k.fp32_flops_per_s
         flops_per_slot = peak * self._k.compute_efficiency / slots
         bytes_per_slot = self._k.hbm_bytes_per_s * self._k.memory_efficiency / slots
-        block_us = 1e6 * max(
-            flops / n_vb / flops_per_slot, moved / n_vb / bytes_per_slot
-        )
+        flop_us = 1e6 * flops / n_vb / flops_per_slot
+        byte_us = 1e6 * moved / n_vb / bytes_per_slot
         waves = math.ceil(n_vb / slots)
-        vb_us = block_us + self._k.launch_overhead_us / waves
-        return CallCost(n_vb=n_vb, registers=registers, smem_bytes=smem, vb_us=vb_us)
+        vb_us = max(flop_us, byte_us) + self._k.launch_overhead_us / waves
+        return CallCost(
+            n_vb=n_vb,
+            registers=registers,
+            smem_bytes=smem,
+            vb_us=vb_us,
+            # The FLOP term sets the time: intensity above the ridge point.
+            compute_bound=flop_us > byte_us,
+        )
 
     def _resources_of(self, spec: Any, params: Mapping[str, Any]) -> tuple[int, int]:
         if self._resources is not None:
@@ -175,9 +191,10 @@ class StoreCosts:
     the latest solo measurement of that model at that batch on `backend`;
     `vb_us` is the call's median duration over its waves (so a solo call takes
     its measured median on the simulator). Registers and shared memory are the
-    profile's where it recorded them, else the fallback's. A graph that was
-    never profiled gets `fallback.costs(graph)`; `sources` records which graph
-    names came from where.
+    profile's where it recorded them, else the fallback's; the compute/memory
+    class is always the fallback's (the same calls' FLOPs and bytes).
+    A graph that was never profiled gets `fallback.costs(graph)`; `sources`
+    records which graph names came from where.
     """
 
     def __init__(
@@ -250,7 +267,8 @@ class StoreCosts:
             n_vb = max(1, facts.n_vb)
             cps = max(1, self._shape.ctas_per_sm(registers, smem))
             waves = math.ceil(n_vb / (self._shape.sms * cps))
-            out.append(CallCost(n_vb, registers, smem, call.duration.median_us / waves))
+            vb_us = call.duration.median_us / waves
+            out.append(CallCost(n_vb, registers, smem, vb_us, guess.compute_bound))
         return tuple(out)
 
 
