@@ -30,7 +30,7 @@ class CallRuns:
     @property
     def end(self) -> int:
         """One past the highest call in flight (0 when none is)."""
-        return max((end for _, end, _ in self._runs), default=0)
+        return self._runs[-1][1] if self._runs else 0  # disjoint, sorted
 
     def streams(self) -> set[Stream]:
         return {stream for _, _, stream in self._runs}
@@ -44,10 +44,14 @@ class CallRuns:
         """Record a launched run; it must not overlap calls already out."""
         if n_calls < 1:
             raise ValueError(f"a run needs n_calls >= 1, got {n_calls}")
-        if self.covers(first, n_calls):
-            raise ValueError(f"calls {first}..{first + n_calls - 1} already out")
-        self._runs.append((first, first + n_calls, stream))
-        self._runs.sort()
+        runs = self._runs
+        if runs and first < runs[-1][1]:  # not after the last run: check, sort
+            if self.covers(first, n_calls):
+                raise ValueError(f"calls {first}..{first + n_calls - 1} already out")
+            runs.append((first, first + n_calls, stream))
+            runs.sort()
+        else:
+            runs.append((first, first + n_calls, stream))
         self.count += n_calls
 
     def remove(self, first: int, n_calls: int) -> tuple[int, Stream | None]:
