@@ -11,6 +11,11 @@ client); read the daemon's status at the end (device, preemption latencies);
 and stop everything, on error too: no process started here outlives
 `run_case`. Used by `reef demo` and the benchmarks in bench/.
 
+A case with `eager_device` set starts no daemon: its clients run their
+models in their own processes with plain torch on that device (the load
+generator's `--eager`), with the same arrivals, warm-up, start and
+measurements; it is the "what a user does today" baseline.
+
 Imports the client side (DaemonProcess, Client) and the standard library; the
 measuring itself is the load generator's.
 """
@@ -47,6 +52,15 @@ class ClientPlan:
     """Requests per second, open loop (stale arrivals skipped); None: closed loop."""
     slo_ms: float | None = None
     """SLO an RT model registers with."""
+    arrival: str | None = None
+    """Open-loop arrivals: uniform, poisson or trace; None: uniform when
+    rate_per_s is set, else closed loop."""
+    seed: int | None = None
+    """poisson: the gaps' seed; uniform: a random phase from it (None: the
+    first arrival at the start)."""
+    trace_s: tuple[float, ...] = ()
+    """arrival="trace": arrival offsets in seconds, looped every trace_period_s."""
+    trace_period_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,9 @@ class CasePlan:
     """Longest a client may take to lower, register and warm up."""
     lead_s: float = 0.5
     """Time between the last client being ready and the window's start."""
+    eager_device: str | None = None
+    """No daemon: the clients run their models with plain torch on this device
+    (cpu, cuda); `policy`, `backend` and `daemon_args` are unused."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +108,17 @@ class ClientResult:
     throughput_per_s: float
     max_abs_err: float
     latencies_ms: tuple[float, ...] = field(repr=False)
+    sent_s: tuple[float, ...] = field(default=(), repr=False)
+    """When each measured request went out, seconds from the window's start."""
+    arrival: str = "closed"
 
     @classmethod
     def from_json(cls, role: str, data: dict[str, Any]) -> ClientResult:
         return cls(
             role=role,
             latencies_ms=tuple(data.get("latencies_ms", ())),
+            sent_s=tuple(data.get("sent_s", ())),
+            arrival=str(data.get("arrival", "closed")),
             **{k: data[k] for k in _RESULT_KEYS},
         )
 
@@ -146,8 +168,14 @@ class CaseResult:
     clients: dict[str, ClientResult]
     preemptions: Preemptions
     status: dict[str, Any] = field(repr=False)
-    """The daemon's full status after the window."""
+    """The daemon's full status after the window ({} without a daemon)."""
     wall_s: float
+    window_start_s: float = 0.0
+    """When the measured window began, wall clock (time.time())."""
+
+    @property
+    def has_daemon(self) -> bool:
+        return self.plan.eager_device is None
 
 
 def run_case(plan: CasePlan, workdir: Path) -> CaseResult:
@@ -156,6 +184,8 @@ def run_case(plan: CasePlan, workdir: Path) -> CaseResult:
     process fails."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
+    if plan.eager_device is not None:
+        return _run_eager(plan, workdir, started)
     sock = str(workdir / "d.sock")
     config = workdir / "reefd.toml"
     config.write_text(f"state_dir = {json.dumps(str(workdir / 'state'))}\n")
@@ -173,11 +203,7 @@ def run_case(plan: CasePlan, workdir: Path) -> CaseResult:
         for proc in procs:
             proc.warm_up(plan.ready_timeout_s)
         backend, before = _snapshot(sock)
-        start_at = time.time() + plan.lead_s
-        for proc in procs:
-            proc.go(start_at)
-        timeout_s = plan.lead_s + plan.duration_s + 120
-        results = {p.plan.role: p.result(timeout_s) for p in procs}
+        results, start_at = _measure(plan, procs)
         with Client(sock, name="harness") as c:
             status = c.status()
     finally:
@@ -194,7 +220,42 @@ def run_case(plan: CasePlan, workdir: Path) -> CaseResult:
         preemptions=Preemptions.from_status(status, before),
         status=status,
         wall_s=time.monotonic() - started,
+        window_start_s=start_at,
     )
+
+
+def _run_eager(plan: CasePlan, workdir: Path, started: float) -> CaseResult:
+    """The clients alone, each running its model with plain torch."""
+    procs: list[_ClientProcess] = []
+    try:
+        procs += [_ClientProcess(plan, c, None, workdir) for c in plan.clients]
+        for proc in procs:
+            proc.warm_up(plan.ready_timeout_s)
+        results, start_at = _measure(plan, procs)
+    finally:
+        for proc in procs:
+            proc.kill()
+    return CaseResult(
+        plan=plan,
+        backend="eager",
+        device=f"torch eager on {plan.eager_device}, no daemon",
+        clients=results,
+        preemptions=Preemptions(0, 0, None, None, None),
+        status={},
+        wall_s=time.monotonic() - started,
+        window_start_s=start_at,
+    )
+
+
+def _measure(
+    plan: CasePlan, procs: list[_ClientProcess]
+) -> tuple[dict[str, ClientResult], float]:
+    """Start every warmed-up client at one time; their results and that time."""
+    start_at = time.time() + plan.lead_s
+    for proc in procs:
+        proc.go(start_at)
+    timeout_s = plan.lead_s + plan.duration_s + 120
+    return {p.plan.role: p.result(timeout_s) for p in procs}, start_at
 
 
 def _snapshot(sock: str) -> tuple[str, int]:
@@ -207,16 +268,20 @@ class _ClientProcess:
     """One client process; its stdout read by a thread, its stderr to a log."""
 
     def __init__(
-        self, case: CasePlan, plan: ClientPlan, sock: str, workdir: Path
+        self, case: CasePlan, plan: ClientPlan, sock: str | None, workdir: Path
     ) -> None:
         self.plan = plan
         self.log_path = workdir / f"client-{plan.role}.log"
+        if case.eager_device is not None:
+            where = ["--eager", case.eager_device]
+        else:
+            assert sock is not None
+            where = ["--socket", sock]
         args = [
             sys.executable,
             "-m",
             case.client_module,
-            "--socket",
-            sock,
+            *where,
             "--model",
             plan.model,
             "--priority",
@@ -230,6 +295,7 @@ class _ClientProcess:
             args += ["--rate", str(plan.rate_per_s)]
         if plan.slo_ms is not None:
             args += ["--slo-ms", str(plan.slo_ms)]
+        args += _arrival_args(plan, workdir)
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             args,
@@ -306,3 +372,20 @@ class _ClientProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def _arrival_args(plan: ClientPlan, workdir: Path) -> list[str]:
+    """The load generator's arrival flags (a trace goes in a file)."""
+    args = []
+    if plan.arrival is not None:
+        args += ["--arrival", plan.arrival]
+    if plan.seed is not None:
+        args += ["--seed", str(plan.seed)]
+    if plan.arrival == "trace":
+        if not plan.trace_s or plan.trace_period_s is None:
+            raise ValueError(f"{plan.role}: a trace client needs trace_s and a period")
+        path = workdir / f"trace-{plan.role}.json"
+        trace = {"offsets_s": list(plan.trace_s), "period_s": plan.trace_period_s}
+        path.write_text(json.dumps(trace))  # the load generator's --trace format
+        args += ["--trace", str(path)]
+    return args

@@ -1,10 +1,19 @@
 """Load generator: one client process driving one model at a daemon.
 
-Open loop (`--rate R`): arrivals every 1/R s; one request at a time, and an
-arrival that comes while the previous request is still out is skipped, as in
-DISB. Closed loop (no rate): the next request goes out when the last returns.
-Latency is measured here, end to end, as an application sees it. Prints one
-JSON object with the results. Used by `reef demo`, the e2e tests and the bench.
+Open loop: `--rate R` alone gives arrivals every 1/R s (from the start, or
+from a random phase given `--seed`); `--arrival poisson` exponential gaps at
+rate R (seeded); `--arrival trace --trace FILE` the offsets in a JSON file
+(`{"offsets_s": [...], "period_s": P}`, looped every P s). One request at a
+time, as in DISB: an arrival that comes while the previous request is still
+out is skipped and counted, never queued; the next request goes out at the
+next arrival. Closed loop (no rate): the next request goes out when the last
+returns. Latency is measured here, end to end, as an application sees it.
+Prints one JSON object with the results. Used by `reef demo`, the e2e tests
+and the bench.
+
+`--eager DEVICE` runs the model in this process with plain torch on DEVICE
+(cpu or cuda) instead of at a daemon, with the same arrivals and the same
+measurements: the bench's "no daemon" baseline.
 
 With `--wait-go` whoever started the process paces it through stdin (a
 `StdinGate`): once the model is registered it prints `{"registered": true}`
@@ -19,11 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -67,6 +77,57 @@ class StdinGate:
         return line
 
 
+@dataclass(frozen=True)
+class Arrivals:
+    """An open-loop arrival process: times in seconds from the start."""
+
+    kind: str = "uniform"
+    """uniform, poisson or trace."""
+    rate_per_s: float | None = None
+    trace_s: tuple[float, ...] = ()
+    trace_period_s: float | None = None
+    seed: int | None = None
+    """uniform: None starts at 0, else a seeded random phase; poisson: the
+    gaps' seed (None: 0)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("uniform", "poisson", "trace"):
+            raise ValueError(f"arrival {self.kind!r}: choose uniform, poisson, trace")
+        if self.kind == "trace":
+            if not self.trace_s or not (self.trace_period_s or 0) > 0:
+                raise ValueError("trace arrivals need offsets and a period > 0")
+        elif not (self.rate_per_s or 0) > 0:
+            raise ValueError(f"{self.kind} arrivals need a rate > 0")
+
+    def times(self) -> Iterator[float]:
+        rng = random.Random(self.seed or 0)
+        if self.kind == "trace":
+            assert self.trace_period_s
+            loop = 0
+            while True:
+                base = loop * self.trace_period_s
+                yield from (base + t for t in self.trace_s)
+                loop += 1
+        assert self.rate_per_s
+        period = 1.0 / self.rate_per_s
+        if self.kind == "uniform":
+            t = 0.0 if self.seed is None else rng.random() * period
+            k = 0
+            while True:
+                yield t + k * period
+                k += 1
+        t = rng.expovariate(self.rate_per_s)
+        while True:
+            yield t
+            t += rng.expovariate(self.rate_per_s)
+
+    @classmethod
+    def from_file(cls, path: str) -> Arrivals:
+        with open(path) as fh:
+            data = json.load(fh)
+        return cls("trace", None, tuple(data["offsets_s"]), float(data["period_s"]))
+
+
 @dataclass
 class LoadResult:
     model: str
@@ -79,12 +140,16 @@ class LoadResult:
     slo_ms: float | None = None
     slo_met: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    sent_s: list[float] = field(default_factory=list)
+    """When each measured request went out, seconds from the window's start."""
     max_abs_err: float = 0.0
+    arrival: str = "closed"
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
         out = asdict(self)
         out.pop("latencies_ms")
+        out.pop("sent_s")
         out["p50_ms"] = None if lat is None else float(np.percentile(lat, 50))
         out["p99_ms"] = None if lat is None else float(np.percentile(lat, 99))
         out["throughput_per_s"] = self.done / self.duration_s
@@ -103,17 +168,37 @@ def run_load(
     warmup: int = 3,
     models: Mapping[str, ModelFactory] = MODELS,
     gate: Gate | None = None,
+    arrivals: Arrivals | None = None,
+    eager_device: str | None = None,
 ) -> LoadResult:
     """Register `model_name` (from `models`), warm up, then drive it for
-    `duration_s` from `start_at`, or from the time `gate.ready()` returns."""
+    `duration_s` from `start_at`, or from the time `gate.ready()` returns.
+
+    Open loop at `rate_per_s` (uniform from 0) unless `arrivals` says
+    otherwise; closed loop when both are None. With `eager_device` the model
+    runs here, by plain torch on that device, and no daemon is involved."""
     torch.set_num_threads(1)  # the client only sends bytes; leave cores to the daemon
+    if arrivals is None and rate_per_s is not None:
+        arrivals = Arrivals("uniform", rate_per_s)
+    if arrivals is not None and arrivals.kind == "trace":
+        assert arrivals.trace_period_s
+        rate_per_s = len(arrivals.trace_s) / arrivals.trace_period_s
     model, inputs = models[model_name]()
     with torch.no_grad():
         expected = model(*inputs)
-    remote = compile(
-        model, inputs, priority=priority, slo_ms=slo_ms, socket=socket, name=model_name
-    )
+    if eager_device is not None:
+        remote: Any = _Eager(model, eager_device)
+    else:
+        remote = compile(
+            model,
+            inputs,
+            priority=priority,
+            slo_ms=slo_ms,
+            socket=socket,
+            name=model_name,
+        )
     res = LoadResult(model_name, priority, rate_per_s, duration_s, slo_ms=slo_ms)
+    res.arrival = "closed" if arrivals is None else arrivals.kind
     try:
         if gate is not None:
             gate.registered()
@@ -123,27 +208,47 @@ def run_load(
             start_at = gate.ready()
         if start_at is not None:
             time.sleep(max(0.0, start_at - time.time()))
-        _drive(remote, inputs, expected, res)
+        _drive(remote, inputs, expected, res, arrivals)
     finally:
         remote.close()
     return res
 
 
-def _drive(remote, inputs, expected: torch.Tensor, res: LoadResult) -> None:
+class _Eager:
+    """The model in this process, plain torch on `device`: what an
+    application does without a daemon. Inputs go to the device and the output
+    comes back to the host on every call, as through the daemon."""
+
+    def __init__(self, model: torch.nn.Module, device: str) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.model(*(x.to(self.device) for x in inputs))
+        return out.cpu()  # waits for the device
+
+    def close(self) -> None:
+        pass
+
+
+def _drive(
+    remote, inputs, expected: torch.Tensor, res: LoadResult, arrivals: Arrivals | None
+) -> None:
     start = time.monotonic()
     end = start + res.duration_s
-    period = 1.0 / res.rate_per_s if res.rate_per_s else 0.0
-    next_arrival = start
+    times = None if arrivals is None else arrivals.times()
+    free_at = start  # when the last request returned
     while True:
-        now = time.monotonic()
-        if period:
-            if next_arrival > now:
-                time.sleep(next_arrival - now)
-                now = time.monotonic()
-            missed = int((now - next_arrival) / period)
-            res.skipped += missed  # stale arrivals are skipped, not queued
-            next_arrival += (missed + 1) * period
-        if now >= end:
+        if times is not None:
+            at = start + next(times)
+            while at < min(free_at, end):  # came while a request was out: stale
+                res.skipped += 1
+                at = start + next(times)
+            if at >= end:
+                return
+            time.sleep(max(0.0, at - time.monotonic()))
+        elif time.monotonic() >= end:
             return
         sent = time.monotonic()
         try:
@@ -152,9 +257,12 @@ def _drive(remote, inputs, expected: torch.Tensor, res: LoadResult) -> None:
             res.errors += 1
             print(f"loadgen: request failed: {exc}", file=sys.stderr)
             continue
-        latency_ms = (time.monotonic() - sent) * 1000
+        finally:
+            free_at = time.monotonic()
+        latency_ms = (free_at - sent) * 1000
         res.done += 1
         res.latencies_ms.append(latency_ms)
+        res.sent_s.append(sent - start)
         if res.slo_ms is not None and latency_ms <= res.slo_ms:
             res.slo_met += 1
         res.max_abs_err = max(res.max_abs_err, float((out - expected).abs().max()))
@@ -191,7 +299,32 @@ def main(
         'warming up, then {"ready": true} and read the start time (time.time())',
     )
     p.add_argument(
-        "--latencies", action="store_true", help="include every latency in the JSON"
+        "--arrival",
+        choices=["uniform", "poisson", "trace"],
+        help="open-loop arrivals: uniform (the default with --rate), poisson "
+        "(needs --rate), trace (needs --trace)",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help='JSON {"offsets_s": [...], "period_s": P}: arrival offsets, looped',
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="poisson gaps' seed; uniform: a random phase from this seed "
+        "(default: the first arrival at the start)",
+    )
+    p.add_argument(
+        "--eager",
+        metavar="DEVICE",
+        help="no daemon: run the model here with plain torch on DEVICE "
+        "(cpu, cuda), same arrivals and measurements (the bench's baseline)",
+    )
+    p.add_argument(
+        "--latencies",
+        action="store_true",
+        help="include every latency (and when each request went out) in the JSON",
     )
     args = p.parse_args(argv)
     res = run_load(
@@ -204,12 +337,31 @@ def main(
         start_at=args.start_at,
         models=models,
         gate=StdinGate() if args.wait_go else None,
+        arrivals=_arrivals(p, args),
+        eager_device=args.eager,
     )
     out = res.summary()
     if args.latencies:
         out["latencies_ms"] = res.latencies_ms
+        out["sent_s"] = res.sent_s
     print(json.dumps(out))
     return 0
+
+
+def _arrivals(p: argparse.ArgumentParser, args: argparse.Namespace) -> Arrivals | None:
+    kind = args.arrival or ("trace" if args.trace else None)
+    if kind is None:
+        kind = "uniform" if args.rate is not None else None
+    if kind is None:
+        return None
+    try:
+        if kind == "trace":
+            if not args.trace:
+                p.error("--arrival trace needs --trace FILE")
+            return Arrivals.from_file(args.trace)
+        return Arrivals(kind, args.rate, seed=args.seed)
+    except (OSError, ValueError, KeyError) as exc:
+        p.error(f"arrivals: {exc}")
 
 
 if __name__ == "__main__":

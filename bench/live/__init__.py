@@ -1,9 +1,10 @@
 """Live benchmarks: real daemons, real client processes, zoo models.
 
-The shared part of bench/colocate.py, bench/preempt.py and the bench suite to
-come. A case is one daemon (backend, policy, flags) and its clients (RT open
-loop at a rate with an SLO, stale arrivals skipped; BE closed loop), run by
-reefd.clients.harness (also what `reef demo` uses). The modules, one noun each:
+The shared part of bench/colocate.py, bench/preempt.py and the suite's live
+backends (bench/suite/live.py). A case is one daemon (backend, policy, flags)
+and its clients (RT open loop at a rate with an SLO, stale arrivals skipped;
+BE closed loop), run by reefd.clients.harness (also what `reef demo` uses).
+The modules, one noun each:
 
 - models.py: the client's model table (demo models, zoo full and reduced);
 - client.py: the client process, `python -m bench.live.client`;

@@ -4,9 +4,10 @@ Owns the model table the bench's client processes use (`bench.live.client`
 hands it to reefd.clients.loadgen): the small demo models by name
 (`small_cnn`, `wide_cnn`, `mlp`), every bench/zoo.py model at full size by
 name (`resnet152`), and its reduced variant as `<name>-reduced`. The reduced
-variants of the five DISB models are `reefd.sim.workloads.REDUCED` (the same
-ones `python -m reefd.sim --reduced` uses); three more zoo models get small
-inputs or depth here. Factories build nothing until called.
+variants of the five DISB models are `bench.workloads.REDUCED` (the same
+ones `python -m reefd.sim --reduced` and `python -m bench run --reduced`
+use); three more zoo models get small inputs or depth here. Factories build
+nothing until called.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 
 from bench import zoo
+from bench.workloads import REDUCED as DISB_REDUCED
 from reefd.demo_models import MODELS as DEMO_MODELS
-from reefd.sim.workloads import REDUCED as DISB_REDUCED
 
 Factory = Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]
 

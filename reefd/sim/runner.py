@@ -12,10 +12,15 @@ the daemon (what `reef status` reports), not end to end.
 
 Clients follow DISB: one request outstanding per client. Open loop
 (`uniform`: every 1/rate s from a seeded random phase; `poisson`: seeded
-exponential gaps) skips an arrival that comes while the previous request is
+exponential gaps; `trace`: the client's `trace_s` offsets, looped every
+`trace_period_s`) skips an arrival that comes while the previous request is
 out, and counts it; closed loop issues the next request the instant the last
-one returns. The loop: the next event is the earlier of the next arrival and
-the device's next event; advance the device there, fold completions into the
+one returns. An `observe` callback, if given, sees every completion that ran
+on the device with the index of the client it belongs to (the bench draws
+kernel timelines from them).
+
+The loop: the next event is the earlier of the next arrival and the device's
+next event; advance the device there, fold completions into the
 scheduler, release finished tasks (closed-loop clients reissue), admit
 arrivals, then plan and run once (one engine step; a plan runs again only
 when the next completion or arrival comes, or when the device has gone idle
@@ -28,14 +33,14 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reefd.backends.sim import SimDevice, SimModel
 from reefd.executor import Executor
 from reefd.scheduler import make_policy
 from reefd.scheduler.padding import DeviceShape
-from reefd.scheduler.plan import Stream
+from reefd.scheduler.plan import Completion, CompletionStatus, Stream
 from reefd.scheduler.policy import Policy
 from reefd.scheduler.scheduler import Scheduler
 from reefd.scheduler.task import Priority, Task, TaskState
@@ -46,12 +51,18 @@ from reefd.sim.results import ClientResult, SimResult, percentile
 
 __all__ = [
     "Arrival",
+    "Observer",
     "ClientResult",
     "ClientSpec",
     "SimResult",
     "percentile",
     "simulate",
 ]
+
+
+Observer = Callable[[int, Completion], None]
+"""Sees (client index, completion) for every run of calls that ran (OK,
+PREEMPTED or FAILED; not DROPPED), as the device returns it."""
 
 
 @dataclass
@@ -63,6 +74,8 @@ class _Client:
     issued: int = 0
     done: int = 0
     skipped: int = 0
+    trace_next: int = 0
+    """Index of a trace client's next arrival (counting the loops)."""
     slo_met: int = 0
     preemptions: int = 0
     latencies_us: list[float] = field(default_factory=list)
@@ -81,12 +94,14 @@ def simulate(
     task_costs: bool = True,
     aggregate_waves: bool = True,
     record_blocks: bool = False,
+    observe: Observer | None = None,
 ) -> SimResult:
     """Run `clients` for `duration_us` of virtual time under `policy`.
 
-    `policy` is a name (`reef` gets `device_shape`, so it pads) or a fresh
+    `policy` is a name (reef and orion get `device_shape`) or a fresh
     Policy. `task_costs=False` hides call costs from the scheduler (no
-    padding). Requests still out at the end are not counted.
+    padding). Requests still out at the end are not counted. `observe` sees
+    every completion that ran (see `Observer`).
     """
     run = _Run(
         clients,
@@ -100,6 +115,7 @@ def simulate(
         task_costs,
         aggregate_waves,
         record_blocks,
+        observe,
     )
     run.loop()
     return run.result()
@@ -121,11 +137,12 @@ class _Run:
         task_costs: bool,
         aggregate_waves: bool,
         record_blocks: bool,
+        observe: Observer | None = None,
     ) -> None:
         if duration_us <= 0:
             raise ValueError(f"duration_us must be > 0, got {duration_us}")
         if isinstance(policy, str):
-            options = {"device": shape} if policy == "reef" else {}
+            options = {"device": shape}  # make_policy gives it to who takes it
             policy = make_policy(policy, **options)
         self.policy = policy
         self.seed = seed
@@ -136,6 +153,7 @@ class _Run:
         self.scheduler = Scheduler(policy, be_inflight_cap)
         self.executor = Executor(self.device, lambda: self.device.now_us)
         self.task_costs = task_costs
+        self.observe = observe
         self.blocks: dict[tuple[int, int], int] | None = {} if record_blocks else None
         self.block_errors: list[tuple[int, int, int, int]] = []
         self.arrivals_seen = 0
@@ -163,6 +181,9 @@ class _Run:
 
     def _schedule_arrival(self, index: int, now_ns: int, first: bool = False) -> None:
         client = self.clients[index]
+        if client.spec.arrival == "trace":
+            heapq.heappush(self._arrivals, (self._trace_arrival(client, now_ns), index))
+            return
         rate = client.spec.rate_per_s
         assert rate
         if client.spec.arrival == "uniform":
@@ -171,6 +192,16 @@ class _Run:
         else:
             gap = client.rng.expovariate(rate) * 1e9
         heapq.heappush(self._arrivals, (now_ns + max(1, round(gap)), index))
+
+    @staticmethod
+    def _trace_arrival(client: _Client, now_ns: int) -> int:
+        """The client's next trace arrival, in ns (never before now)."""
+        spec = client.spec
+        assert spec.trace_period_s is not None
+        loop, i = divmod(client.trace_next, len(spec.trace_s))
+        client.trace_next += 1
+        at_s = spec.trace_s[i] + loop * spec.trace_period_s
+        return max(now_ns, round(at_s * 1e9))
 
     def _on_arrival(self, index: int, now_ns: int) -> None:
         self.arrivals_seen += 1
@@ -253,7 +284,15 @@ class _Run:
     def _on_completions(self) -> None:
         now_us = self.device.now_us
         done = self.executor.poll()
+        if self.observe is not None:
+            self._observe(done)
         self._release(self.scheduler.on_complete(done, now_us))
+
+    def _observe(self, done: Sequence[Completion]) -> None:
+        assert self.observe is not None
+        for c in done:
+            if c.status is not CompletionStatus.DROPPED and c.task_id in self._owner:
+                self.observe(self._owner[c.task_id], c)
 
     def _plan(self) -> None:
         """One engine step's plan: plan, run, fold in what a reset dropped."""
