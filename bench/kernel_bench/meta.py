@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import os
 import platform
 import shlex
 import subprocess
@@ -110,7 +109,6 @@ def run_meta(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "bench.kernels", *argv]),
-        "cwd": os.getcwd(),
         "host": platform.node(),
         "models": args.models,
         "batch": args.batch,

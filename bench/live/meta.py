@@ -54,7 +54,6 @@ def run_meta(
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", prog, *argv]),
-        "cwd": os.getcwd(),
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "backend_requested": settings.backend,

@@ -227,7 +227,6 @@ def assemble(
         "meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": shlex.join(["python", "-m", "bench", *argv]),
-            "cwd": os.getcwd(),
             "host": platform.node(),
             "cpus": os.cpu_count(),
             "backend": opts.backend,
