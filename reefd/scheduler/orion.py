@@ -40,7 +40,7 @@ import math
 
 from reefd.scheduler.padding import CallCost, DeviceShape, SoloIndex, rt_duration_us
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
-from reefd.scheduler.policy import Policy, next_launches
+from reefd.scheduler.policy import Policy, fill_be, next_launches
 from reefd.scheduler.state import SchedulerState
 from reefd.scheduler.task import Priority, Task
 
@@ -89,15 +89,7 @@ class OrionPolicy(Policy):
         return next_launches(task, n, Stream.RT, Form.PLAIN)
 
     def _fill_be(self, state: SchedulerState) -> list[Launch]:
-        room = state.be_inflight_cap - state.inflight(Stream.BE)
-        launches: list[Launch] = []
-        for task in state.iter_be_candidates():
-            if room <= 0:
-                break
-            batch = next_launches(task, room, Stream.BE, Form.PLAIN)
-            launches += batch
-            room -= sum(launch.n_calls for launch in batch)
-        return launches
+        return fill_be(state, Form.PLAIN)
 
     def _co_run(self, state: SchedulerState, rt_launches: list[Launch]) -> list[Launch]:
         """BE calls that may run beside the RT calls in flight (rules 1-4)."""

@@ -29,6 +29,20 @@ class Policy(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def fill_be(state: SchedulerState, form: Form) -> list[Launch]:
+    """Runs of the best BE candidates' next calls, in `form` on the BE
+    stream, until `be_inflight_cap` calls are in flight there."""
+    room = state.be_inflight_cap - state.inflight(Stream.BE)
+    launches: list[Launch] = []
+    for task in state.iter_be_candidates():
+        if room <= 0:
+            break
+        batch = next_launches(task, room, Stream.BE, form)
+        launches += batch
+        room -= sum(launch.n_calls for launch in batch)
+    return launches
+
+
 def next_launches(task: Task, n: int, stream: Stream, form: Form) -> list[Launch]:
     """The next `n` calls of `task` (at most what it has left) as one run;
     empty when there are none."""

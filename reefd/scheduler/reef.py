@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from reefd.scheduler.padding import DeviceShape, FitIndex, SoloIndex, pad_calls
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
-from reefd.scheduler.policy import Policy, next_launches
+from reefd.scheduler.policy import Policy, fill_be, next_launches
 from reefd.scheduler.state import SchedulerState
 from reefd.scheduler.task import Task
 
@@ -155,12 +155,4 @@ class ReefPolicy(Policy):
         return (rt.deadline_us - now_us) / left_us
 
     def _plan_be(self, state: SchedulerState) -> list[Launch]:
-        room = state.be_inflight_cap - state.inflight(Stream.BE)
-        launches: list[Launch] = []
-        for task in state.iter_be_candidates():
-            if room <= 0:
-                break
-            batch = next_launches(task, room, Stream.BE, self.be_form)
-            launches += batch
-            room -= sum(launch.n_calls for launch in batch)
-        return launches
+        return fill_be(state, self.be_form)

@@ -11,7 +11,7 @@ code: must not import clocks, sockets, threads or devices.
 from __future__ import annotations
 
 from reefd.scheduler.plan import Form, Launch, Plan, Stream
-from reefd.scheduler.policy import Policy, next_launches
+from reefd.scheduler.policy import Policy, fill_be, next_launches
 from reefd.scheduler.state import SchedulerState
 
 
@@ -28,11 +28,4 @@ class StreamsPolicy(Policy):
                 launches += next_launches(
                     task, task.remaining_calls, Stream.RT, Form.PLAIN
                 )
-        room = state.be_inflight_cap - state.inflight(Stream.BE)
-        for be in state.iter_be_candidates():
-            if room <= 0:
-                break
-            batch = next_launches(be, room, Stream.BE, Form.PLAIN)
-            launches += batch
-            room -= sum(launch.n_calls for launch in batch)
-        return Plan(launches=launches)
+        return Plan(launches=launches + fill_be(state, Form.PLAIN))
