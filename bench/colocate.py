@@ -28,16 +28,19 @@ asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.live.cli import (
+    add_live_options,
+    check_live_options,
+    live_settings,
+    redraw,
+)
 from bench.live.meta import run_meta
-from bench.live.models import model_key
 from bench.live.plotting import try_plot
 from bench.live.report import (
     case_json,
@@ -56,7 +59,6 @@ from bench.live.runner import (
     run_cases,
 )
 from reefd.clients.harness import CasePlan, CaseResult, ClientPlan
-from reefd.config import BACKENDS, POLICIES
 
 TARGET_RT_P99_RATIO = 1.05
 TARGET_BE_RATIO = 0.5
@@ -264,14 +266,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = p.add_argument
-    add("--backend", choices=BACKENDS, default="auto", help="daemon backend (auto)")
-    add(
-        "--policy",
-        default=",".join(DEFAULT_POLICIES),
-        help="comma-separated policies for the RT + BE cases "
-        f"(default {','.join(DEFAULT_POLICIES)})",
+    add_live_options(
+        p,
+        policies=DEFAULT_POLICIES,
+        duration_s=10.0,
+        alone="RT-alone and BE-alone cases",
+        out=DEFAULT_OUT,
+        results_name="colocate.json",
     )
+    add = p.add_argument
     add("--rt-model", default="resnet152", help="RT model, zoo or demo (resnet152)")
     add("--be-model", default="vgg19", help="BE model, zoo or demo (vgg19)")
     add("--rt-rate-per-s", type=float, default=20.0, help="RT requests/s (20)")
@@ -282,46 +285,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=2.0,
         help="without --rt-slo-ms, the SLO is this times the RT-alone p50 (2)",
     )
-    add("--duration-s", type=float, default=10.0, help="measured s per case (10)")
-    add(
-        "--reduced",
-        action="store_true",
-        help="the zoo's reduced variants (bench/live/models.py), quick on a CPU",
-    )
-    add(
-        "--alone-policy",
-        choices=POLICIES,
-        default="exclusive",
-        help="policy of the RT-alone and BE-alone cases (exclusive)",
-    )
-    add(
-        "--daemon-args",
-        default="",
-        help="further reefd flags for every case, one string "
-        "with '=' (e.g. --daemon-args='--preempt-flag device')",
-    )
-    add("--out", default=str(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})")
-    add("--plot", metavar="RESULTS", help="only draw the PNG of a colocate.json")
     args = p.parse_args(argv)
-    if args.plot and not Path(args.plot).is_file():
-        p.error(f"--plot: no such file {args.plot!r}")
-    args.policies = tuple(x for x in args.policy.split(",") if x)
-    if unknown := sorted(set(args.policies) - set(POLICIES)):
-        p.error(f"unknown policies {unknown}; known: {list(POLICIES)}")
-    for model in [args.rt_model, args.be_model]:
-        try:
-            model_key(model, args.reduced)
-        except ValueError as exc:
-            p.error(str(exc))
+    check_live_options(p, args, [args.rt_model, args.be_model])
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.plot:
-        results = json.loads(Path(args.plot).read_text())
-        print(try_plot(draw, results, Path(args.plot).with_suffix(".png")))
+    if redraw(args, draw):
         return 0
     cfg = ColocateConfig(
         rt_model=args.rt_model,
@@ -332,12 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policies=args.policies,
         alone_policy=args.alone_policy,
     )
-    settings = LiveSettings(
-        backend=args.backend,
-        duration_s=args.duration_s,
-        reduced=args.reduced,
-        daemon_args=tuple(shlex.split(args.daemon_args)),
-    )
+    settings = live_settings(args)
     out = Path(args.out)
     outcomes = run_cases(plans(cfg, settings), out, describe)
     slo = slo_ms(cfg, outcomes[0].result)

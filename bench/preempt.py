@@ -32,21 +32,23 @@ model. Never a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.live.cli import (
+    add_live_options,
+    check_live_options,
+    live_settings,
+    redraw,
+)
 from bench.live.meta import run_meta
-from bench.live.models import model_key
 from bench.live.plotting import try_plot
 from bench.live.report import case_json, cell, markdown, write_json
 from bench.live.runner import LiveSettings, Outcome, case_plan, client_plan, run_cases
 from reefd.clients.harness import CasePlan, CaseResult
-from reefd.config import BACKENDS, POLICIES
 from reefd.sim.workloads import FIVE
 
 TARGET_P99_US = 50.0
@@ -255,17 +257,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_live_options(
+        p,
+        policies=DEFAULT_POLICIES,
+        duration_s=5.0,
+        alone="RT-alone case",
+        out=DEFAULT_OUT,
+        results_name="preempt.json",
+    )
     add = p.add_argument
-    add("--backend", choices=BACKENDS, default="auto", help="daemon backend (auto)")
     add(
         "--be-models",
         default=",".join(FIVE),
         help=f"comma-separated BE zoo models (default the DISB five: {','.join(FIVE)})",
-    )
-    add(
-        "--policy",
-        default=",".join(DEFAULT_POLICIES),
-        help=f"comma-separated policies (default {','.join(DEFAULT_POLICIES)})",
     )
     add(
         "--rt-model",
@@ -279,47 +283,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=100.0,
         help="SLO the RT model registers with (100)",
     )
-    add("--duration-s", type=float, default=5.0, help="measured s per case (5)")
-    add(
-        "--reduced",
-        action="store_true",
-        help="the zoo's reduced variants, quick on a CPU",
-    )
-    add(
-        "--alone-policy",
-        choices=POLICIES,
-        default="exclusive",
-        help="policy of the RT-alone case (exclusive)",
-    )
-    add(
-        "--daemon-args",
-        default="",
-        help="further reefd flags for every case, one string "
-        "with '=' (e.g. --daemon-args='--preempt-flag device')",
-    )
-    add("--out", default=str(DEFAULT_OUT), help=f"output folder ({DEFAULT_OUT})")
-    add("--plot", metavar="RESULTS", help="only draw the PNG of a preempt.json")
     args = p.parse_args(argv)
-    if args.plot and not Path(args.plot).is_file():
-        p.error(f"--plot: no such file {args.plot!r}")
-    args.policies = tuple(x for x in args.policy.split(",") if x)
     args.models = tuple(x for x in args.be_models.split(",") if x)
-    if unknown := sorted(set(args.policies) - set(POLICIES)):
-        p.error(f"unknown policies {unknown}; known: {list(POLICIES)}")
-    for model in [*args.models, args.rt_model]:
-        try:
-            model_key(model, args.reduced)
-        except ValueError as exc:
-            p.error(str(exc))
+    check_live_options(p, args, [*args.models, args.rt_model])
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.plot:
-        results = json.loads(Path(args.plot).read_text())
-        print(try_plot(draw, results, Path(args.plot).with_suffix(".png")))
+    if redraw(args, draw):
         return 0
     cfg = PreemptConfig(
         be_models=args.models,
@@ -329,12 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rt_slo_ms=args.rt_slo_ms,
         alone_policy=args.alone_policy,
     )
-    settings = LiveSettings(
-        backend=args.backend,
-        duration_s=args.duration_s,
-        reduced=args.reduced,
-        daemon_args=tuple(shlex.split(args.daemon_args)),
-    )
+    settings = live_settings(args)
     out = Path(args.out)
     outcomes = run_cases(plans(cfg, settings), out, describe)
     results = {
