@@ -56,8 +56,10 @@ class Executor:
         A run of calls goes to the device as one launch if it takes runs
         (`Device.takes_runs`), else as one launch per call."""
         dropped: list[Completion] = []
+        if plan.reset_rt:
+            dropped += self._drop(Stream.RT)
         if plan.reset_be:
-            dropped = self._reset_be(plan.preempt_be)
+            dropped += self._reset_be(plan.preempt_be)
         if plan.yield_be or plan.reset_be:
             self._time_yield()
         for launch in plan.launches:
@@ -136,23 +138,25 @@ class Executor:
 
     def _reset_be(self, preempt: bool) -> list[Completion]:
         """Drop queued BE launches and raise the preempt flag if `preempt`."""
-        now = self._clock_us()
         if preempt:
             self._device.set_preempt(True)
             self._flag_up = True
-        removed = self._device.drop_queued(Stream.BE)
-        for launch in removed:
-            self._returned(launch.task_id, launch.call_index, launch.n_calls)
+        return self._drop(Stream.BE)
+
+    def _drop(self, stream: Stream) -> list[Completion]:
+        """Drop what the stream's host queue holds; DROPPED completions for
+        it, the BE slices of dropped padded launches included."""
+        now = self._clock_us()
+        calls = []
+        for launch in self._device.drop_queued(stream):
+            calls.append((launch.task_id, launch.call_index, launch.n_calls))
+            if launch.pad is not None:
+                calls.append((launch.pad.task_id, launch.pad.call_index, 1))
+        for task_id, first, n_calls in calls:
+            self._returned(task_id, first, n_calls)
         return [
-            Completion(
-                d.task_id,
-                d.call_index,
-                CompletionStatus.DROPPED,
-                now,
-                now,
-                n_calls=d.n_calls,
-            )
-            for d in removed
+            Completion(task_id, first, CompletionStatus.DROPPED, now, now, "", n)
+            for task_id, first, n in calls
         ]
 
     def poll(self) -> list[Completion]:

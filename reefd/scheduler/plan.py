@@ -63,6 +63,10 @@ class Plan:
     kernels stop at their next virtual block (they come back as PREEMPTED and
     resume from their saved counter when relaunched). A reset without
     `preempt_be` is REEF-N's host-queue reset: running kernels finish.
+    `reset_rt`: before the launches, drop the RT launches still in the host
+    queue: an RT task with an earlier deadline takes over from the one running
+    at its next kernel boundary (the dropped calls come back DROPPED and are
+    issued again after it).
     `yield_be`: RT work starts while BE calls are on the device, and BE is to
     give way (by a reset, or as `wait` does, by issuing no more): the executor
     times how long until no BE call is left on the device (the preemption
@@ -73,9 +77,10 @@ class Plan:
     reset_be: bool = False
     preempt_be: bool = False
     yield_be: bool = False
+    reset_rt: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.launches) or self.reset_be or self.yield_be
+        return bool(self.launches) or self.reset_be or self.yield_be or self.reset_rt
 
 
 class CompletionStatus(StrEnum):

@@ -41,6 +41,9 @@ class ReefPolicy(Policy):
     be_form = Form.PREEMPTIBLE
     pad_candidates = 4
     """BE tasks considered for padding per RT plan (the most progressed)."""
+    preempts_rt = True
+    """An RT task with an earlier deadline drops the queued calls of a running
+    RT task with a later one and goes first (at the next kernel boundary)."""
     rt_window_calls = 16
     """While BE calls are still on the device (a preemption draining), RT calls
     in flight are kept to this many, so the RT calls issued once the BE task
@@ -77,6 +80,13 @@ class ReefPolicy(Policy):
         reset = yield_be and self.drops_be
         task = state.next_rt()
         launches: list[Launch] = []
+        if task is not None and self._overtakes(state, task):
+            return Plan(
+                reset_be=reset,
+                preempt_be=reset and self.preempts_be,
+                yield_be=yield_be,
+                reset_rt=True,
+            )
         # EDF holds at task boundaries: start a task only once no other RT task
         # has kernels on the device.
         others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
@@ -92,6 +102,22 @@ class ReefPolicy(Policy):
             preempt_be=reset and self.preempts_be,
             yield_be=yield_be,
         )
+
+    def _overtakes(self, state: SchedulerState, task: Task) -> bool:
+        """Whether `task` (first by deadline) should take the device from an
+        RT task with a later deadline whose calls are queued: EDF across RT
+        tasks at kernel boundaries, so a short request is not stuck behind a
+        long one. A task already draining is not reset again."""
+        if not self.preempts_rt:
+            return False
+        for other in state.rt_queue:
+            if (
+                other is not task
+                and other.inflight > 0
+                and other.task_id not in state.draining
+            ):
+                return True
+        return False
 
     def _pad(
         self, state: SchedulerState, rt: Task, launches: list[Launch], now_us: int

@@ -102,6 +102,8 @@ class Scheduler:
         plan = self.policy.plan(self.state, now_us)
         if plan.reset_be:
             self._on_reset()
+        if plan.reset_rt:
+            self.state.note_reset(Stream.RT)
         for launch in plan.launches:
             task = self.state.tasks.get(launch.task_id)
             _invariant(task is not None, "{} for an unknown task", launch)

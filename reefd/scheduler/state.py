@@ -145,13 +145,13 @@ class SchedulerState:
         del self.tasks[task.task_id]
         del self.arrival[task.task_id]
 
-    def note_reset(self) -> list[Task]:
-        """A reset drops BE launches: mark tasks with launches on Stream.BE as
-        draining; return them."""
+    def note_reset(self, stream: Stream = Stream.BE) -> list[Task]:
+        """A reset drops the launches queued on `stream`: mark tasks with
+        launches there as draining; return them."""
         hit = [
             self.tasks[tid]
             for tid, calls in self.outstanding.items()
-            if Stream.BE in calls.streams()
+            if stream in calls.streams()
         ]
         self.draining.update(t.task_id for t in hit)
         return hit

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from reefd.scheduler import make_policy
 from reefd.scheduler.padding import CallCost
 from reefd.scheduler.task import Priority
 from reefd.sim.runner import ClientSpec, SimResult, percentile, simulate
@@ -170,3 +171,31 @@ def test_client_spec_is_validated() -> None:
         ClientSpec("m", RT_GRAPH, "rt")
     with pytest.raises(ValueError, match="arrival"):
         ClientSpec("m", RT_GRAPH, "be", "bursty", 1.0)  # type: ignore[arg-type]
+
+
+def test_an_earlier_deadline_rt_request_overtakes_a_long_one() -> None:
+    """A short RT model with a tight SLO beside a long one with a loose SLO:
+    letting the earlier deadline drop the long task's queued calls keeps the
+    short one's tail near its solo time; every block still runs once."""
+    long_graph, short_graph = graph("long", 40), graph("short", 2)
+    costs = TableCosts({"long": RT_COST, "short": RT_COST})
+    clients = [
+        ClientSpec("long", long_graph, Priority.RT, "uniform", 100.0, slo_ms=20.0),
+        ClientSpec("short", short_graph, Priority.RT, "poisson", 300.0, slo_ms=0.2),
+    ]
+
+    def run(preempts_rt: bool) -> SimResult:
+        policy = make_policy("reef", device=SMALL_GPU)
+        policy.preempts_rt = preempts_rt
+        return simulate(
+            clients, policy, SMALL_GPU, costs, DURATION_US, 2, 3, record_blocks=True
+        )
+
+    on, off = run(True), run(False)
+    short_on, short_off = on.clients[1], off.clients[1]
+    assert on.block_errors == off.block_errors == ()
+    assert short_on.slo_attainment > short_off.slo_attainment
+    assert percentile(short_on.latencies_us, 99) < percentile(
+        short_off.latencies_us, 99
+    )
+    assert on.clients[0].done >= off.clients[0].done - 1  # the long one still runs

@@ -185,3 +185,17 @@ def test_a_yield_without_reset_times_the_be_calls_running_out():
     assert dev.preempt_history == []
     ex.run(Plan([Launch(2, 1, Stream.RT)], yield_be=True))  # nothing of BE left
     assert ex.preemption_latencies_us == [400, 0]
+
+
+def test_an_rt_reset_drops_queued_rt_launches_and_their_be_slices():
+    ex, dev = _executor([700])
+    pad = PadSlice(1, 3, 8)
+    ex.run(Plan([Launch(2, 0, Stream.RT), Launch(2, 1, Stream.RT, Form.PADDED, pad)]))
+    assert ex.inflight(Stream.RT) == 3  # two RT calls and the BE slice
+    dev.start_next(Stream.RT)
+    dropped = ex.run(Plan(reset_rt=True))
+    assert [(c.task_id, c.call_index, c.status) for c in dropped] == [
+        (2, 1, CompletionStatus.DROPPED),
+        (1, 3, CompletionStatus.DROPPED),
+    ]
+    assert ex.inflight(Stream.RT) == 1 and dev.preempt_history == []

@@ -523,9 +523,16 @@ class FakeDevice:
         self.ticks_left = 0
         self.pending: list[Completion] = []
         self.resets = 0
+        self.rt_resets = 0
+        self.rt_dropped = 0
         self.preempted = 0
 
     def apply(self, plan: Plan) -> None:
+        if plan.reset_rt:
+            self.rt_resets += 1
+            self.rt_dropped += len(self.queues[Stream.RT])
+            self.pending += done(self.queues[Stream.RT], DROPPED)
+            self.queues[Stream.RT].clear()
         if plan.reset_be:
             self.resets += 1
             be_queue = self.queues[Stream.BE]
@@ -627,12 +634,15 @@ def test_random_runs_complete_every_call_once_in_order(policy, seed, cancel_rate
             assert task.state is TaskState.DONE, task
             assert completed[tid] == list(range(task.n_calls))
             assert task.done_calls == task.n_calls
+    be_drops = drops - device.rt_dropped
     if policy == "reef":
-        assert device.resets > 0 and drops + device.preempted > 0
+        assert device.resets > 0 and be_drops + device.preempted > 0
     elif policy == "reset_hq":
         assert device.resets > 0  # a reset may find only a running kernel
     else:
-        assert device.resets == 0 and drops == 0
+        assert device.resets == 0 and be_drops == 0
+    if policy not in ("reef", "wait", "reset_hq"):
+        assert device.rt_resets == 0  # only the reef family lets RT overtake
     if policy != "reef":
         assert device.preempted == 0
 
@@ -697,3 +707,19 @@ def test_preempted_call_is_relaunched_not_skipped():
     assert (task.next_call, task.done_calls) == (0, 0)
     assert task.state is TaskState.PREEMPTED
     assert calls(s.plan(3)) == [(10, 0)]  # the device resumes its counter
+
+
+def test_an_earlier_deadline_rt_task_takes_over_at_a_kernel_boundary():
+    s = sched("reef")
+    s.submit(rt(1, n_calls=4, deadline_us=1000), 0)
+    first = s.plan(0)
+    assert calls(first) == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    s.submit(rt(2, n_calls=2, deadline_us=50, arrival_us=1), 1)
+    p = s.plan(1)
+    assert p.reset_rt and not p.launches and not p.reset_be
+    # call 0 was running; the device drops what it had not started
+    s.on_complete(done(per_call(first.launches)[1:], DROPPED), 2)
+    assert s.plan(2).launches == []  # task 1's call 0 is still on the device
+    s.on_complete(done(per_call(first.launches)[:1]), 3)
+    assert calls(s.plan(3)) == [(2, 0), (2, 1)]  # the earlier deadline first
+    s.on_complete(done(s.plan(3).launches), 4)
