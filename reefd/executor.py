@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from reefd.backends.device import Device, DeviceLaunch, PadLaunch
 from reefd.scheduler.plan import Completion, CompletionStatus, Launch, Plan, Stream
-from reefd.scheduler.runs import CallRuns
+from reefd.scheduler.runs import InFlight
 
 
 @dataclass
@@ -29,8 +29,7 @@ class Executor:
         self._clock_us = clock_us
         self._takes_runs = device.takes_runs
         self._bindings: dict[int, _Binding] = {}
-        self._inflight: dict[int, CallRuns] = {}  # task id -> calls on the device
-        self._calls: dict[Stream, int] = {s: 0 for s in Stream}
+        self._flight = InFlight()  # calls on the device
         self._reset_at_us: int | None = None
         self._flag_up = False
         self.preemption_latencies_us: list[int] = []
@@ -63,7 +62,9 @@ class Executor:
         if plan.yield_be or plan.reset_be:
             self._time_yield()
         for launch in plan.launches:
-            self._note(launch.task_id, launch.call_index, launch.n_calls, launch.stream)
+            self._flight.add(
+                launch.task_id, launch.call_index, launch.n_calls, launch.stream
+            )
             pad = None
             if launch.pad is not None:
                 be = self._bindings[launch.pad.task_id]
@@ -74,7 +75,9 @@ class Executor:
                     be.model,
                     be.memory,
                 )
-                self._note(launch.pad.task_id, launch.pad.call_index, 1, launch.stream)
+                self._flight.add(
+                    launch.pad.task_id, launch.pad.call_index, 1, launch.stream
+                )
                 self.padded_launches += 1
             self._launch(launch, pad)
         return dropped
@@ -100,32 +103,12 @@ class Executor:
             )
         self.launches += len(pieces)
 
-    def _note(self, task_id: int, first: int, n_calls: int, stream: Stream) -> None:
-        runs = self._inflight.get(task_id)
-        if runs is None:
-            runs = self._inflight[task_id] = CallRuns()
-        runs.add(first, n_calls, stream)
-        self._calls[stream] += n_calls
-
-    def _returned(self, task_id: int, first: int, n_calls: int) -> Stream | None:
-        """Take returned calls out of the books; their stream, or None if none
-        of them was on the device."""
-        runs = self._inflight.get(task_id)
-        if runs is None:
-            return None
-        n, stream = runs.remove(first, n_calls)
-        if not runs:
-            del self._inflight[task_id]
-        if stream is not None:
-            self._calls[stream] -= n
-        return stream
-
     def _time_yield(self) -> None:
         """BE is to give way: the preemption latency runs from now until no BE
         call is left on the device (0 if none is now)."""
         if self._reset_at_us is not None:
             return  # already timing this one
-        if self._calls[Stream.BE]:
+        if self._flight.calls(Stream.BE):
             self._reset_at_us = self._clock_us()
             return
         self._lower_flag()
@@ -153,7 +136,7 @@ class Executor:
             if launch.pad is not None:
                 calls.append((launch.pad.task_id, launch.pad.call_index, 1))
         for task_id, first, n_calls in calls:
-            self._returned(task_id, first, n_calls)
+            self._flight.remove(task_id, first, n_calls)
         return [
             Completion(task_id, first, CompletionStatus.DROPPED, now, now, "", n)
             for task_id, first, n in calls
@@ -163,9 +146,10 @@ class Executor:
         done = self._device.poll()
         be_ends = [self._reset_at_us or 0]
         for c in done:
-            if self._returned(c.task_id, c.call_index, c.n_calls) is Stream.BE:
+            _, stream = self._flight.remove(c.task_id, c.call_index, c.n_calls)
+            if stream is Stream.BE:
                 be_ends.append(c.end_us)
-        if self._reset_at_us is not None and not self._calls[Stream.BE]:
+        if self._reset_at_us is not None and not self._flight.calls(Stream.BE):
             last_end = max(be_ends)
             self.preemption_latencies_us.append(max(0, last_end - self._reset_at_us))
             self._reset_at_us = None
@@ -174,4 +158,4 @@ class Executor:
 
     def inflight(self, stream: Stream) -> int:
         """Calls on `stream` handed to the device and not yet back."""
-        return self._calls[stream]
+        return self._flight.calls(stream)

@@ -5,8 +5,9 @@ them back in pieces (`Completion.n_calls`): a whole run, or its first calls OK
 and the rest preempted or dropped, or one completion per call on a device that
 does not take runs. `CallRuns` keeps what is still out as half-open intervals
 `[first, end)` tagged with their stream, and answers how many calls a returned
-range covered on which stream. Shared by the scheduler's state and the
-executor. Pure data: no clocks, sockets, threads or devices.
+range covered on which stream; `InFlight` keeps them for every task, with the
+calls in flight per stream. Shared by the scheduler's state and the executor.
+Pure data: no clocks, sockets, threads or devices.
 """
 
 from __future__ import annotations
@@ -69,3 +70,41 @@ class CallRuns:
             self.count -= hi - lo
             return hi - lo, stream
         return 0, None
+
+
+class InFlight:
+    """Every task's calls in flight (`by_task`), and how many per stream."""
+
+    __slots__ = ("by_task", "_calls")
+
+    def __init__(self) -> None:
+        self.by_task: dict[int, CallRuns] = {}
+        self._calls = dict.fromkeys(Stream, 0)
+
+    def calls(self, stream: Stream) -> int:
+        return self._calls[stream]
+
+    def total(self) -> int:
+        return sum(self._calls.values())
+
+    def add(self, task_id: int, first: int, n_calls: int, stream: Stream) -> None:
+        runs = self.by_task.get(task_id)
+        if runs is None:
+            runs = self.by_task[task_id] = CallRuns()
+        runs.add(first, n_calls, stream)
+        self._calls[stream] += n_calls
+
+    def remove(
+        self, task_id: int, first: int, n_calls: int
+    ) -> tuple[int, Stream | None]:
+        """Take returned calls out (see `CallRuns.remove`); a task with
+        nothing left in flight leaves `by_task`."""
+        runs = self.by_task.get(task_id)
+        if runs is None:
+            return 0, None
+        n, stream = runs.remove(first, n_calls)
+        if not runs:
+            del self.by_task[task_id]
+        if stream is not None:
+            self._calls[stream] -= n
+        return n, stream

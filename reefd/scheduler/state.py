@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from reefd.scheduler.plan import Launch, Stream
-from reefd.scheduler.runs import CallRuns
+from reefd.scheduler.runs import InFlight
 from reefd.scheduler.task import Priority, Task
 
 BeEntry = tuple[float, int, int]
@@ -50,11 +50,11 @@ class SchedulerState:
         self.arrival: dict[int, Task] = {}  # submission order, insertion-ordered
         self.rt_queue: list[Task] = []  # non-terminal RT tasks, sorted by rt_key
         self.be_queues: dict[int, deque[Task]] = {}  # client id -> non-terminal BE
-        self.outstanding: dict[int, CallRuns] = {}  # task id -> calls in flight
+        self._flight = InFlight()
+        self.outstanding = self._flight.by_task  # task id -> calls in flight
         # Tasks hit by a reset or a drop that still have launches out: issuing
         # more of their calls before every launch is back could reorder them.
         self.draining: set[int] = set()
-        self._inflight: dict[Stream, int] = {s: 0 for s in Stream}
         self._be_heads: dict[int, BeEntry] = {}  # client id -> its candidate
         self._be_order: list[BeEntry] = []  # every client's candidate, be_key order
 
@@ -62,10 +62,10 @@ class SchedulerState:
 
     def inflight(self, stream: Stream) -> int:
         """Calls on `stream` issued and not yet completed or dropped."""
-        return self._inflight[stream]
+        return self._flight.calls(stream)
 
     def inflight_total(self) -> int:
-        return sum(self._inflight.values())
+        return self._flight.total()
 
     def rt_active(self) -> bool:
         """Whether any RT task has calls still to issue or in flight."""
@@ -157,25 +157,16 @@ class SchedulerState:
         return hit
 
     def note_launch(self, launch: Launch) -> None:
-        calls = self.outstanding.get(launch.task_id)
-        if calls is None:
-            calls = self.outstanding[launch.task_id] = CallRuns()
-        calls.add(launch.call_index, launch.n_calls, launch.stream)
-        self._inflight[launch.stream] += launch.n_calls
+        self._flight.add(
+            launch.task_id, launch.call_index, launch.n_calls, launch.stream
+        )
 
     def note_returned(self, task_id: int, call_index: int, n_calls: int = 1) -> int:
         """Record that calls came back; returns how many of them were in
         flight (0: none). The task stops draining once its last call is back."""
-        calls = self.outstanding.get(task_id)
-        if calls is None:
-            return 0
-        returned, stream = calls.remove(call_index, n_calls)
-        if stream is None:
-            return 0
-        if not calls:
-            del self.outstanding[task_id]
+        returned, _ = self._flight.remove(task_id, call_index, n_calls)
+        if task_id not in self.outstanding:
             self.draining.discard(task_id)
-        self._inflight[stream] -= returned
         return returned
 
     def _refresh_be(self, client_id: int) -> None:
