@@ -22,7 +22,7 @@ torch, no CUDA, no threads, no wall clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reefd.backends.device import Device, DeviceLaunch
@@ -46,6 +46,12 @@ class SimModel:
     keys: list[WeightKey]
     profile_key: str = ""
     """The graph's key in profiles (for the co-run slowdown hook)."""
+    variants: dict[int, tuple[KernelGraph, tuple[CallCost, ...], str]] = field(
+        default_factory=dict
+    )
+    """Other batch sizes' graphs by identity, with their costs and keys: costed
+    and hashed once, not per request (and one cost table per graph keeps the
+    scheduler's and simulator's per-table memos useful)."""
 
 
 class SimDevice(Device):
@@ -113,9 +119,11 @@ class SimDevice(Device):
             return SimTaskMemory(
                 model.graph, model.costs, profile_key=model.profile_key
             )
-        return SimTaskMemory(
-            graph, self.cost_source.costs(graph), profile_key=graph_key(graph)
-        )
+        hit = model.variants.get(id(graph))
+        if hit is None or hit[0] is not graph:
+            hit = (graph, self.cost_source.costs(graph), graph_key(graph))
+            model.variants[id(graph)] = hit
+        return SimTaskMemory(graph, hit[1], profile_key=hit[2])
 
     def outputs(self, memory: SimTaskMemory) -> list[Any]:
         return [bytearray(b.nbytes) for b in memory.graph.outputs]
