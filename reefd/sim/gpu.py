@@ -498,16 +498,16 @@ class SimGpu:
         assert solo.ns is not None
         first, end = launch.call_index, launch.call_index + launch.n_calls
         kernel = KernelRun(launch, 1)  # holds no CTAs: its time is the span's
-        kernel.span = RunSpan(first, end, self.now_ns, solo)
-        kernel.started_ns = self.now_ns
         duration = solo.ns[end] - solo.ns[first]
-        group = BlockGroup(kernel, False, 0, 0, self.now_ns, duration, 1, 0)
-        group.end_ns = self.now_ns + duration
+        end_ns = self.now_ns + duration
+        group = BlockGroup(kernel, False, 0, 0, self.now_ns, duration, 1, end_ns)
+        kernel.span = RunSpan(first, end, self.now_ns, solo, group)
+        kernel.started_ns = self.now_ns
         kernel.groups = 1
         self._live_groups += 1
         self.stats.spans += 1
         self._seq += 1
-        heapq.heappush(self._heap, (group.end_ns, self._seq, group))
+        heapq.heappush(self._heap, (end_ns, self._seq, group))
         return kernel
 
     def _end_span(self, kernel: KernelRun, stop: int) -> None:
@@ -544,10 +544,8 @@ class SimGpu:
         now = self.now_ns
         at = ns[span.first] + now - span.start_ns
         call = min(max(bisect.bisect_right(ns, at) - 1, span.first), span.end - 1)
-        for _, _, group in self._heap:
-            if group.kernel is kernel and group.live:
-                group.live = False
-                self._live_groups -= 1
+        span.group.live = False  # the span's one event: its heap entry is skipped
+        self._live_groups -= 1
         self._end_span(kernel, call)
         began = span.start_ns + ns[call] - ns[span.first]
         launch = kernel.launch

@@ -114,6 +114,8 @@ class RunSpan:
     end: int
     start_ns: int
     solo: SoloTimes = field(repr=False)
+    group: BlockGroup = field(repr=False)
+    """The span's one event on the device's heap."""
 
 
 @dataclass(frozen=True, eq=False)
