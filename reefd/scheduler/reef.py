@@ -79,29 +79,30 @@ class ReefPolicy(Policy):
             yield_be = self._yielded_this_busy_period = True
         reset = yield_be and self.drops_be
         task = state.next_rt()
-        launches: list[Launch] = []
-        if task is not None and self._overtakes(state, task):
-            return Plan(
-                reset_be=reset,
-                preempt_be=reset and self.preempts_be,
-                yield_be=yield_be,
-                reset_rt=True,
-            )
-        # EDF holds at task boundaries: start a task only once no other RT task
-        # has kernels on the device.
-        others_inflight = state.inflight(Stream.RT) - task.inflight if task else 0
-        if task is not None and others_inflight == 0 and state.can_issue(task):
-            n = task.remaining_calls
-            if self._fits is not None and state.inflight(Stream.BE) > 0:
-                n = self.rt_window_calls - task.inflight
-            launches = next_launches(task, n, Stream.RT, Form.PLAIN)
-            launches = self._pad(state, task, launches, now_us)
+        overtake = task is not None and self._overtakes(state, task)
         return Plan(
-            launches=launches,
+            launches=[] if overtake else self._rt_launches(state, task, now_us),
             reset_be=reset,
             preempt_be=reset and self.preempts_be,
             yield_be=yield_be,
+            reset_rt=overtake,
         )
+
+    def _rt_launches(
+        self, state: SchedulerState, task: Task | None, now_us: int
+    ) -> list[Launch]:
+        """The first RT task's calls, padded where a BE slice fits; EDF holds
+        at task boundaries: a task starts only once no other RT task has
+        kernels on the device."""
+        if task is None or not state.can_issue(task):
+            return []
+        if state.inflight(Stream.RT) - task.inflight > 0:
+            return []
+        n = task.remaining_calls
+        if self._fits is not None and state.inflight(Stream.BE) > 0:
+            n = self.rt_window_calls - task.inflight
+        launches = next_launches(task, n, Stream.RT, Form.PLAIN)
+        return self._pad(state, task, launches, now_us)
 
     def _overtakes(self, state: SchedulerState, task: Task) -> bool:
         """Whether `task` (first by deadline) should take the device from an
