@@ -99,14 +99,15 @@ class CudaDevice(Device):
         self._tls = threading.local()
         self._drv: Any = None
         self._info = ""
-        self._sms: int | None = None
+        self._shape: DeviceShape | None = None
         self._profiles_path = profiles_path
         self._costs: Any = None  # StoreCosts, opened on the engine thread
 
     # opening the GPU ------------------------------------------------------------
     def start(self, waker: Callable[[], None]) -> None:
         sms, free, total = self._open_context()
-        self._sms = sms
+        assert self._arch is not None  # _open_context sets it
+        self._shape = device_shape(sms, self._arch)
         drv = self._drv
         limit = self._limit_bytes or max(0, free - total // HEADROOM_DIVISOR)
         least, greatest = drv.cuCtxGetStreamPriorityRange()
@@ -198,9 +199,7 @@ class CudaDevice(Device):
     def shape(self) -> DeviceShape | None:
         """The opened GPU's SMs and its arch's occupancy rule (None before
         `start`)."""
-        if self._sms is None or self._arch is None:
-            return None
-        return device_shape(self._sms, self._arch)
+        return self._shape
 
     def call_costs(self, memory: CudaTaskMemory) -> tuple[CallCost, ...] | None:
         """Profiled costs of the task's graph (engine thread; the store is
